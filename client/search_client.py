@@ -1,0 +1,111 @@
+"""Python client for an mmsearch Triton server, over gRPC or HTTP (tritonclient)."""
+
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+import numpy as np
+from tritonclient.utils import InferenceServerException
+
+PROTOCOLS = ("grpc", "http")
+DEFAULT_URL = "localhost:8001"
+
+
+class ClientError(RuntimeError):
+    """The server could not be reached or answered with an error; the message says which."""
+
+
+def _module(protocol: str):
+    if protocol == "grpc":
+        import tritonclient.grpc as module
+    elif protocol == "http":
+        import tritonclient.http as module
+    else:
+        raise ClientError(f"unknown protocol {protocol!r}: use grpc or http")
+    return module
+
+
+def _bytes_input(module, name: str, values: Sequence[bytes], shape: Sequence[int]):
+    tensor = module.InferInput(name, list(shape), "BYTES")
+    tensor.set_data_from_numpy(np.array(values, dtype=np.object_).reshape(shape))
+    return tensor
+
+
+class SearchClient:
+    def __init__(self, url: str = DEFAULT_URL, protocol: str = "grpc", timeout_s: float = 60.0):
+        self.url, self.protocol, self.timeout_s = url, protocol, timeout_s
+        self._module = _module(protocol)
+        try:
+            if protocol == "http":
+                self._client = self._module.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
+            else:
+                self._client = self._module.InferenceServerClient(url)
+        except Exception as exc:
+            raise ClientError(f"cannot create a {protocol} client for {url}: {exc}") from exc
+
+    def _call(self, what: str, fn):
+        try:
+            return fn()
+        except InferenceServerException as exc:
+            message = exc.message() if callable(getattr(exc, "message", None)) else str(exc)
+            raise ClientError(f"{what} failed: {message}") from None
+        except (ConnectionError, OSError) as exc:
+            raise ClientError(f"cannot reach Triton at {self.url} ({self.protocol}): {exc}") from None
+
+    def _infer(self, model: str, inputs, outputs: Sequence[str]):
+        requested = [self._module.InferRequestedOutput(name) for name in outputs]
+        kwargs = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+        return self._call(model, lambda: self._client.infer(model, inputs, outputs=requested, **kwargs))
+
+    def is_ready(self) -> bool:
+        try:
+            return bool(self._client.is_server_ready())
+        except Exception:
+            return False
+
+    def require_ready(self) -> None:
+        if not self.is_ready():
+            raise ClientError(f"Triton at {self.url} ({self.protocol}) is not reachable or not ready: start it with `mmsearch serve`")
+
+    def embedding_dim(self, model: str = "text_embed") -> int:
+        config = self._call(f"reading {model} config", lambda: self._client.get_model_config(model))
+        if self.protocol == "grpc":
+            return int(config.config.output[0].dims[0])
+        return int(config["output"][0]["dims"][0])
+
+    def embed_texts(self, texts: Sequence[str], model: str = "text_embed") -> np.ndarray:
+        """Unit vectors for a batch of texts, through the same ensemble the server uses for queries."""
+        inputs = [_bytes_input(self._module, "TEXT", [t.encode("utf-8") for t in texts], (len(texts), 1))]
+        return self._infer(model, inputs, ["EMBEDDING"]).as_numpy("EMBEDDING")
+
+    def search(
+        self,
+        query: str,
+        collection: str,
+        top_k: int = 10,
+        user_id: str | None = None,
+        params: dict | None = None,
+    ) -> dict:
+        inputs = [
+            _bytes_input(self._module, "QUERY", [query.encode("utf-8")], (1,)),
+            _bytes_input(self._module, "COLLECTION", [collection.encode("utf-8")], (1,)),
+        ]
+        top = self._module.InferInput("TOP_K", [1], "INT32")
+        top.set_data_from_numpy(np.array([top_k], dtype=np.int32))
+        inputs.append(top)
+        if user_id:
+            inputs.append(_bytes_input(self._module, "USER_ID", [user_id.encode("utf-8")], (1,)))
+        if params:
+            inputs.append(_bytes_input(self._module, "PARAMS", [json.dumps(params).encode("utf-8")], (1,)))
+        result = self._infer("search", inputs, ["RESULT"]).as_numpy("RESULT")
+        return json.loads(result.reshape(-1)[0])
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> "SearchClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,261 @@
+"""The two stores behind a collection: vectors in Milvus, whole documents in a document store.
+
+Milvus keeps id + vector + small scalar fields (for filters); the document store keeps
+each document as the user gave it. Both are keyed by the same string id, and writes are
+upserts, so indexing the same input twice leaves the same collection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from typing import Iterable, Protocol, Sequence
+
+import numpy as np
+
+from mmsearch.settings import StoreSettings
+
+log = logging.getLogger(__name__)
+
+FETCH_CHUNK = 100  # `$in` over 1,000 ids is ~6x slower than ten chunks of 100 on the wire server
+MAX_ID_LENGTH = 512
+MAX_SCALAR_LENGTH = 256  # longer strings stay in the document store only
+
+
+class StoreError(RuntimeError):
+    """A store could not be reached or refused the operation."""
+
+
+class UnknownCollection(LookupError):
+    def __init__(self, name: str, known: Sequence[str]):
+        listed = ", ".join(sorted(known)) or "none"
+        super().__init__(f"unknown collection '{name}' (collections: {listed})")
+        self.name = name
+
+
+def chunked(items: Sequence, size: int) -> Iterable[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --------------------------------------------------------------------------- vectors
+
+
+def _scalar_fields(document: dict, skip: set[str]) -> dict:
+    """Small scalar fields worth filtering on; long text stays in the document store."""
+    fields = {}
+    for key, value in document.items():
+        if key in skip or key.startswith("$"):
+            continue
+        if isinstance(value, bool) or isinstance(value, (int, float)):
+            fields[key] = value
+        elif isinstance(value, str) and len(value) <= MAX_SCALAR_LENGTH:
+            fields[key] = value
+    return fields
+
+
+class VectorStore:
+    """Milvus through pymilvus' MilvusClient: Milvus Lite (a path) or a server (a URL)."""
+
+    def __init__(self, uri: str, timeout: float = 10.0):
+        from pymilvus import MilvusClient
+
+        try:
+            self.client = MilvusClient(uri=uri, timeout=timeout)
+        except Exception as exc:  # pymilvus raises several types for "cannot connect"
+            raise StoreError(f"cannot connect to Milvus at {uri}: {exc}") from exc
+        self.uri = uri
+
+    @classmethod
+    def open(cls, settings: StoreSettings) -> "VectorStore":
+        return cls(settings.connect_uri())
+
+    def collections(self) -> list[str]:
+        return list(self.client.list_collections())
+
+    def has(self, name: str) -> bool:
+        return bool(self.client.has_collection(name))
+
+    def require(self, name: str) -> None:
+        if not self.has(name):
+            raise UnknownCollection(name, self.collections())
+
+    def metadata(self, name: str) -> dict:
+        """What the indexer recorded about a collection (modality, dim, text field, model)."""
+        self.require(name)
+        description = self.client.describe_collection(name).get("description") or "{}"
+        try:
+            return json.loads(description)
+        except ValueError:
+            return {}
+
+    def ensure_collection(self, name: str, dim: int, metadata: dict, index_type: str = "FLAT") -> None:
+        from pymilvus import DataType, MilvusClient
+
+        if self.has(name):
+            existing = self.metadata(name)
+            if existing.get("dim") not in (None, dim):
+                raise StoreError(
+                    f"collection '{name}' holds {existing['dim']}-d vectors, not {dim}-d: "
+                    "use another collection name or --recreate"
+                )
+            return
+        schema = MilvusClient.create_schema(
+            auto_id=False, enable_dynamic_field=True, description=json.dumps({**metadata, "dim": dim})
+        )
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        index_params = self.client.prepare_index_params()
+        params = {"M": 16, "efConstruction": 200} if index_type == "HNSW" else {}
+        index_params.add_index(field_name="vector", index_type=index_type, metric_type="IP", params=params)
+        self.client.create_collection(name, schema=schema, index_params=index_params, consistency_level="Strong")
+
+    def drop(self, name: str) -> None:
+        if self.has(name):
+            self.client.drop_collection(name)
+
+    def upsert(self, name: str, ids: Sequence[str], vectors: np.ndarray, documents: Sequence[dict], skip: set[str]) -> int:
+        rows = [
+            {**_scalar_fields(doc, skip | {"id", "vector"}), "id": doc_id, "vector": vector.tolist()}
+            for doc_id, vector, doc in zip(ids, vectors, documents)
+        ]
+        return int(self.client.upsert(name, rows)["upsert_count"])
+
+    def flush(self, name: str) -> None:
+        self.client.flush(name)
+
+    def count(self, name: str) -> int:
+        self.require(name)
+        rows = self.client.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")
+        return int(rows[0]["count(*)"])
+
+    def search(self, name: str, vector: np.ndarray, limit: int, filter: str = "", search_params: dict | None = None) -> list[tuple[str, float]]:
+        """(id, inner product) pairs, best first; may hold fewer than `limit`."""
+        results = self.client.search(
+            name,
+            data=[np.asarray(vector, dtype=np.float32).tolist()],
+            limit=limit,
+            filter=filter,
+            search_params={"metric_type": "IP", "params": search_params or {}},
+            consistency_level="Strong",
+        )
+        return [(hit["id"], float(hit["distance"])) for hit in results[0]]
+
+
+# --------------------------------------------------------------------------- documents
+
+
+class DocumentStore(Protocol):
+    def upsert(self, collection: str, documents: Sequence[dict]) -> int: ...
+    def get_many(self, collection: str, ids: Sequence[str]) -> dict[str, dict]: ...
+    def count(self, collection: str) -> int: ...
+    def drop(self, collection: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class SqliteDocumentStore:
+    """The embedded default: a durable SQLite file (WAL, so the server reads while `index` writes)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self._local = threading.local()  # sqlite3 connections are per thread
+        with self._connection() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS documents ("
+                " collection TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL,"
+                " PRIMARY KEY (collection, id))"
+            )
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=30)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open document store {self.path}: {exc}") from exc
+            self._local.conn = conn
+        return conn
+
+    def upsert(self, collection: str, documents: Sequence[dict]) -> int:
+        rows = [(collection, str(doc["id"]), json.dumps(doc, ensure_ascii=False)) for doc in documents]
+        with self._connection() as conn:
+            conn.executemany("INSERT OR REPLACE INTO documents (collection, id, body) VALUES (?, ?, ?)", rows)
+        return len(rows)
+
+    def get_many(self, collection: str, ids: Sequence[str]) -> dict[str, dict]:
+        found: dict[str, dict] = {}
+        conn = self._connection()
+        for chunk in chunked(list(ids), FETCH_CHUNK):
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT id, body FROM documents WHERE collection = ? AND id IN ({marks})"
+            for doc_id, body in conn.execute(query, (collection, *chunk)):
+                found[doc_id] = json.loads(body)
+        return found
+
+    def count(self, collection: str) -> int:
+        row = self._connection().execute("SELECT COUNT(*) FROM documents WHERE collection = ?", (collection,)).fetchone()
+        return int(row[0])
+
+    def drop(self, collection: str) -> None:
+        with self._connection() as conn:
+            conn.execute("DELETE FROM documents WHERE collection = ?", (collection,))
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+class MongoDocumentStore:
+    """MongoDB (or any MongoDB-wire server): one MongoDB collection per search collection, `_id` = id."""
+
+    def __init__(self, uri: str, database: str = "mmsearch", timeout_ms: int = 3000):
+        import pymongo
+
+        self.uri = uri
+        self.client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms)
+        self.db = self.client[database]
+
+    def _call(self, action: str, fn):
+        import pymongo.errors
+
+        try:
+            return fn()
+        except pymongo.errors.PyMongoError as exc:
+            raise StoreError(f"document store {self.uri} failed to {action}: {exc.__class__.__name__}: {exc}") from exc
+
+    def upsert(self, collection: str, documents: Sequence[dict]) -> int:
+        from pymongo import ReplaceOne
+
+        ops = [ReplaceOne({"_id": str(doc["id"])}, {**doc, "_id": str(doc["id"])}, upsert=True) for doc in documents]
+        if ops:
+            self._call("write", lambda: self.db[collection].bulk_write(ops, ordered=False))
+        return len(ops)
+
+    def get_many(self, collection: str, ids: Sequence[str]) -> dict[str, dict]:
+        found: dict[str, dict] = {}
+        for chunk in chunked(list(ids), FETCH_CHUNK):
+            for doc in self._call("read", lambda: list(self.db[collection].find({"_id": {"$in": list(chunk)}}))):
+                doc.pop("_id", None)
+                found[str(doc["id"])] = doc
+        return found
+
+    def count(self, collection: str) -> int:
+        return int(self._call("count", lambda: self.db[collection].count_documents({})))
+
+    def drop(self, collection: str) -> None:
+        self._call("drop", lambda: self.db[collection].drop())
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_document_store(settings: StoreSettings) -> DocumentStore:
+    if settings.mongo_uri:
+        return MongoDocumentStore(settings.mongo_uri)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return SqliteDocumentStore(settings.sqlite_path)

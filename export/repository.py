@@ -1,0 +1,164 @@
+"""Render a deployable Triton model repository from exported encoders and our python models.
+
+    <repo>/text_tokenizer/{config.pbtxt, 1/model.py, 1/tokenizer/}
+    <repo>/text_encoder/{config.pbtxt, 1/model.onnx [, 1/model.py for the python runner]}
+    <repo>/text_embed/{config.pbtxt, 1/}            ensemble: tokenizer -> encoder
+    <repo>/search/{config.pbtxt, 1/model.py}        BLS: embed -> Milvus -> documents
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from mmsearch.export import triton_config as tc
+from mmsearch.export.triton_config import BYTES, FP32, INT32, INT64, Batching, EnsembleStep, Tensor
+
+MODEL_SOURCES = resources.files("mmsearch.model_repository")
+BACKENDS = ("auto", "python", "onnxruntime")
+
+
+class RenderError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    backend: str = "python"  # resolved: "python" or "onnxruntime"
+    device: str = "cpu"
+    precision: str = "fp32"
+    cores: int = os.cpu_count() or 1
+    max_batch_size: int = 64
+
+    def validate(self) -> None:
+        if self.backend not in ("python", "onnxruntime"):
+            raise RenderError(f"unknown backend {self.backend!r}: use python or onnxruntime")
+        if self.device not in ("cpu", "cuda"):
+            raise RenderError(f"unknown device {self.device!r}: use cpu or cuda")
+        if self.precision not in ("fp32", "fp16"):
+            raise RenderError(f"unknown precision {self.precision!r}: use fp32 or fp16")
+        if self.precision == "fp16" and (self.device != "cuda" or self.backend != "onnxruntime"):
+            raise RenderError("--precision fp16 needs --device cuda --backend onnxruntime (TensorRT accelerator)")
+
+    @property
+    def tokenizer_batching(self) -> Batching:
+        return Batching(self.max_batch_size, (), 500, instances=1)
+
+    @property
+    def encoder_batching(self) -> Batching:
+        # On CPU one instance owns all cores (onnxruntime threads); a second instance
+        # would only fight it for the same cores. A GPU takes two so copies overlap compute.
+        return Batching(
+            self.max_batch_size, (8, 16, 32), 1000, instances=2 if self.device == "cuda" else 1, gpu=self.device == "cuda"
+        )
+
+
+def resolve_backend(backend: str, backends_dir: str | os.PathLike | None = None) -> str:
+    """`auto` picks what the target server has: the native onnxruntime backend where it is
+    installed (NGC containers), the python runner otherwise (the nvidia-pytriton wheel)."""
+    if backend not in BACKENDS:
+        raise RenderError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    candidates = [backends_dir, os.environ.get("TRITON_BACKENDS_DIR"), "/opt/tritonserver/backends"]
+    has_ort = any(d and (Path(d) / "onnxruntime").is_dir() for d in candidates)
+    return "onnxruntime" if has_ort else "python"
+
+
+def _copy_python_model(source: str, version_dir: Path) -> None:
+    version_dir.mkdir(parents=True, exist_ok=True)
+    (version_dir / "model.py").write_text((MODEL_SOURCES / source / "model.py").read_text())
+
+
+def _replace_dir(path: Path) -> Path:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def tokenizer_config(name: str, max_seq_length: int, options: ServingOptions):
+    return tc.python_model(
+        name,
+        [Tensor("TEXT", BYTES, (1,))],
+        [Tensor("input_ids", INT64, (-1,)), Tensor("attention_mask", INT64, (-1,))],
+        options.tokenizer_batching,
+        {"max_seq_length": max_seq_length},
+    )
+
+
+def encoder_config(name: str, inputs, outputs, options: ServingOptions):
+    threads = 1 if options.device == "cuda" else options.cores
+    if options.backend == "onnxruntime":
+        return tc.onnxruntime_model(
+            name, inputs, outputs, options.encoder_batching,
+            tensorrt_fp16=options.precision == "fp16", intra_op_threads=threads,
+        )
+    return tc.python_model(name, inputs, outputs, options.encoder_batching, {"intra_op_threads": threads})
+
+
+def text_embed_config(prefix: str, embedding_dim: int, options: ServingOptions):
+    return tc.ensemble(
+        f"{prefix}_embed",
+        [Tensor("TEXT", BYTES, (1,))],
+        [Tensor("EMBEDDING", FP32, (embedding_dim,))],
+        [
+            EnsembleStep(f"{prefix}_tokenizer", {"TEXT": "TEXT"}, {"input_ids": "input_ids", "attention_mask": "attention_mask"}),
+            EnsembleStep(f"{prefix}_encoder", {"input_ids": "input_ids", "attention_mask": "attention_mask"}, {"embedding": "EMBEDDING"}),
+        ],
+        options.max_batch_size,
+    )
+
+
+def search_config(max_top_k: int = 100, instances: int = 2):
+    # No batching: each request is its own retrieval; instances give concurrency because
+    # a search spends most of its time waiting on the encoders and the stores.
+    return tc.python_model(
+        "search",
+        [
+            Tensor("QUERY", BYTES, (1,)),
+            Tensor("COLLECTION", BYTES, (1,)),
+            Tensor("TOP_K", INT32, (1,)),
+            Tensor("IMAGE", BYTES, (1,), optional=True),
+            Tensor("USER_ID", BYTES, (1,), optional=True),
+            Tensor("PARAMS", BYTES, (1,), optional=True),
+        ],
+        [Tensor("RESULT", BYTES, (1,))],
+        Batching(max_batch_size=0, instances=instances),
+        {"max_top_k": max_top_k, "max_query_chars": 2048},
+    )
+
+
+def render_text_models(repo: Path, prefix: str, onnx_path: Path, tokenizer_dir: Path, embedding_dim: int,
+                       max_seq_length: int, options: ServingOptions) -> list[str]:
+    """tokenizer + encoder + ensemble for one text tower (`text` or, later, `clip_text`)."""
+    options.validate()
+    tokenizer, encoder, embed = f"{prefix}_tokenizer", f"{prefix}_encoder", f"{prefix}_embed"
+
+    tok_version = _replace_dir(repo / tokenizer) / "1"
+    _copy_python_model("text_tokenizer", tok_version)
+    shutil.copytree(tokenizer_dir, tok_version / "tokenizer")
+    tc.write(tokenizer_config(tokenizer, max_seq_length, options), repo / tokenizer)
+
+    enc_version = _replace_dir(repo / encoder) / "1"
+    enc_version.mkdir()
+    shutil.copy2(onnx_path, enc_version / "model.onnx")
+    if options.backend == "python":
+        _copy_python_model("onnx_encoder", enc_version)
+    inputs = [Tensor("input_ids", INT64, (-1,)), Tensor("attention_mask", INT64, (-1,))]
+    outputs = [Tensor("embedding", FP32, (embedding_dim,))]
+    tc.write(encoder_config(encoder, inputs, outputs, options), repo / encoder)
+
+    (_replace_dir(repo / embed) / "1").mkdir()
+    tc.write(text_embed_config(prefix, embedding_dim, options), repo / embed)
+    return [tokenizer, encoder, embed]
+
+
+def render_search_model(repo: Path) -> list[str]:
+    version = _replace_dir(repo / "search") / "1"
+    _copy_python_model("search", version)
+    tc.write(search_config(), repo / "search")
+    return ["search"]

