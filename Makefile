@@ -1,0 +1,33 @@
+# Two commands for a fresh clone: `make demo` and `make test`. Both install into .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-unit clean
+
+install: $(STAMP)
+
+# torch first, pinned to the CPU wheel, so nothing later pulls the multi-GB CUDA build.
+# nvidia-pytriton is used only for its tritonserver binary and milvus only for its
+# milvus-server binary: --no-deps keeps their stale pins (numpy<2, pymilvus 2.3) out.
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q --no-deps nvidia-pytriton==0.7.0 milvus==2.3.5
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/mmsearch demo
+
+test: install
+	bash scripts/ensure-debian-faq.sh
+	$(BIN)/pytest
+
+test-unit: install
+	$(BIN)/pytest -m "not integration"
+
+clean:
+	rm -rf $(VENV) .mmsearch repository
