@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 FETCH_CHUNK = 100  # `$in` over 1,000 ids is ~6x slower than ten chunks of 100 on the wire server
 MAX_ID_LENGTH = 512
 MAX_SCALAR_LENGTH = 256  # longer strings stay in the document store only
+# Collection properties (not the schema description, which Milvus Lite drops) carry what
+# the indexer knew: modality, embedding model, dimension.
+METADATA_PROPERTY = "mmsearch.collection"
 
 
 class StoreError(RuntimeError):
@@ -85,9 +88,9 @@ class VectorStore:
     def metadata(self, name: str) -> dict:
         """What the indexer recorded about a collection (modality, dim, text field, model)."""
         self.require(name)
-        description = self.client.describe_collection(name).get("description") or "{}"
+        recorded = self.client.describe_collection(name).get("properties", {}).get(METADATA_PROPERTY) or "{}"
         try:
-            return json.loads(description)
+            return json.loads(recorded)
         except ValueError:
             return {}
 
@@ -102,15 +105,16 @@ class VectorStore:
                     "use another collection name or --recreate"
                 )
             return
-        schema = MilvusClient.create_schema(
-            auto_id=False, enable_dynamic_field=True, description=json.dumps({**metadata, "dim": dim})
-        )
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         index_params = self.client.prepare_index_params()
         params = {"M": 16, "efConstruction": 200} if index_type == "HNSW" else {}
         index_params.add_index(field_name="vector", index_type=index_type, metric_type="IP", params=params)
-        self.client.create_collection(name, schema=schema, index_params=index_params, consistency_level="Strong")
+        self.client.create_collection(
+            name, schema=schema, index_params=index_params, consistency_level="Strong",
+            properties={METADATA_PROPERTY: json.dumps({**metadata, "dim": dim})},
+        )
 
     def drop(self, name: str) -> None:
         if self.has(name):

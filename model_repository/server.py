@@ -119,14 +119,26 @@ class ManagedProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process_group(self.process, timeout)
         self._log.close()
+
+
+def stop_process_group(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM a process started with start_new_session and everything it spawned
+    (Triton's python stubs, milvus-server's binary), then SIGKILL what outlives `timeout`."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 def wait_for(check, process: ManagedProcess, timeout: float, what: str) -> None:
