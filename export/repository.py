@@ -19,6 +19,7 @@ from mmsearch.export.triton_config import BYTES, FP32, INT32, INT64, Batching, E
 
 MODEL_SOURCES = resources.files("mmsearch.model_repository")
 BACKENDS = ("auto", "python", "onnxruntime")
+NGC_BACKENDS_DIR = "/opt/tritonserver/backends"  # where NGC Triton images keep their backends
 
 
 class RenderError(ValueError):
@@ -63,7 +64,7 @@ def resolve_backend(backend: str, backends_dir: str | os.PathLike | None = None)
         raise RenderError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend != "auto":
         return backend
-    candidates = [backends_dir, os.environ.get("TRITON_BACKENDS_DIR"), "/opt/tritonserver/backends"]
+    candidates = [backends_dir, os.environ.get("TRITON_BACKENDS_DIR"), NGC_BACKENDS_DIR]
     has_ort = any(d and (Path(d) / "onnxruntime").is_dir() for d in candidates)
     return "onnxruntime" if has_ort else "python"
 

@@ -1,0 +1,100 @@
+"""Indexing logic against real Milvus Lite and SQLite, with a deterministic fake embedder
+(the real embedder, Triton's text_embed, is covered by the integration tests)."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from mmsearch.indexer.text import IndexingError, IndexOptions, IndexReport, index_documents, parse_line, read_corpus
+from mmsearch.settings import StoreSettings
+from mmsearch.stores import SqliteDocumentStore, VectorStore
+
+DIM = 8
+
+
+def fake_embed(texts):
+    vectors = np.array([np.frombuffer(hashlib.sha256(t.encode()).digest()[: DIM * 4], dtype=np.uint32) for t in texts], dtype=np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def stores(tmp_path):
+    settings = StoreSettings.resolve(tmp_path)
+    vectors = VectorStore.open(settings)
+    documents = SqliteDocumentStore(settings.sqlite_path)
+    yield vectors, documents
+    documents.close()
+
+
+def write_lines(path, lines):
+    path.write_text("\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("{oops", "invalid JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"text": "no id"}', "missing id field 'id'"),
+        ('{"id": "  ", "text": "blank id"}', "missing id field 'id'"),
+        ('{"id": 1}', "missing or empty text field 'text'"),
+        ('{"id": 1, "text": 5}', "missing or empty text field 'text'"),
+        (json.dumps({"id": "x" * 600, "text": "t"}), "id longer than 512 bytes"),
+    ],
+)
+def test_parse_line_names_the_problem(line, message):
+    with pytest.raises(ValueError, match=message):
+        parse_line(line, "id", "text")
+
+
+def test_numeric_ids_become_strings():
+    assert parse_line('{"id": 7, "text": "t"}', "id", "text")["id"] == "7"
+
+
+def test_bad_lines_are_reported_with_line_numbers_and_duplicates_keep_the_last(tmp_path):
+    path = write_lines(tmp_path / "c.jsonl", [{"id": "a", "text": "one"}, "{broken", "", {"id": "a", "text": "two"}, {"id": "b"}])
+    report = IndexReport("c")
+    docs = read_corpus(path, IndexOptions("c"), report)
+    assert [d["text"] for d in docs] == ["two"]
+    assert report.skipped == [(2, "invalid JSON (Expecting property name enclosed in double quotes)"), (5, "missing or empty text field 'text'")]
+    assert report.duplicates == 1 and report.lines == 4
+
+
+def test_on_error_fail_stops_before_anything_is_written(tmp_path, stores):
+    path = write_lines(tmp_path / "c.jsonl", [{"id": "a", "text": "one"}, {"id": "b"}])
+    with pytest.raises(IndexingError, match=r"c.jsonl:2: missing or empty text field"):
+        read_corpus(path, IndexOptions("c", on_error="fail"), IndexReport("c"))
+    assert not stores[0].has("c")
+
+
+def test_unreadable_input_is_a_clear_error(tmp_path):
+    with pytest.raises(IndexingError, match="cannot read"):
+        read_corpus(tmp_path / "missing.jsonl", IndexOptions("c"), IndexReport("c"))
+
+
+def test_last_partial_batch_is_written_and_reindexing_keeps_the_size(tmp_path, stores):
+    vectors, documents = stores
+    lines = [{"id": f"d{i}", "text": f"document number {i}", "category": "even" if i % 2 == 0 else "odd"} for i in range(77)]
+    path = write_lines(tmp_path / "c.jsonl", lines)
+    options = IndexOptions("c", batch_size=10, concurrency=3)
+    for _ in range(2):
+        report = IndexReport("c")
+        docs = read_corpus(path, options, report)
+        index_documents(docs, fake_embed, DIM, vectors, documents, options, report, progress=False)
+        assert report.written == 77 and report.collection_size == 77 and report.documents_stored == 77
+    assert vectors.metadata("c") == {"modality": "text", "embed_model": "text_embed", "text_field": "text", "dim": DIM}
+    top = vectors.search("c", fake_embed(["document number 76"])[0], limit=1)
+    assert top[0][0] == "d76" and top[0][1] == pytest.approx(1.0, abs=1e-5)
+    assert documents.get_many("c", ["d76"])["d76"]["category"] == "even"
+
+
+def test_dimension_mismatch_is_refused(tmp_path, stores):
+    vectors, _ = stores
+    vectors.ensure_collection("c", DIM, {})
+    from mmsearch.stores import StoreError
+
+    with pytest.raises(StoreError, match="holds 8-d vectors, not 16-d"):
+        vectors.ensure_collection("c", 16, {})
