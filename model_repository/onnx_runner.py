@@ -42,6 +42,15 @@ class OnnxEncoder:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
+    def warmup(self, sequence_length: int = 8) -> None:
+        """One tiny run at load time, so the first user request does not pay for allocation."""
+        dtypes = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32, "tensor(float16)": np.float16}
+        feeds = {}
+        for spec in self.session.get_inputs():
+            shape = [1] + [d if isinstance(d, int) else sequence_length for d in spec.shape[1:]]
+            feeds[spec.name] = np.ones(shape, dtype=dtypes.get(spec.type, np.float32))
+        self.run([feeds])
+
     def run(self, requests: Sequence[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """Run several requests' feeds as one batch; returns each request's outputs."""
         sizes = [len(next(iter(feeds.values()))) for feeds in requests]

@@ -105,6 +105,15 @@ class Searcher:
                 self._documents = self._open_documents()
             return self._documents
 
+    def connect(self) -> None:
+        """Open both stores now if they are up (a store that is down is retried per request)."""
+        try:
+            self.vectors()
+            self.documents()
+        except Exception as exc:
+            log.warning("stores not reachable yet, will retry on the first request: %s", exc)
+            self._reset()
+
     def _reset(self) -> None:
         with self._lock:
             self._vectors = None

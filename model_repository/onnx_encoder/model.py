@@ -20,6 +20,7 @@ class TritonPythonModel:
             device_id=model.device_id,
             intra_op_threads=int(model.parameter("intra_op_threads", "0")),
         )
+        self.encoder.warmup()
 
     def execute(self, requests):
         feeds = [

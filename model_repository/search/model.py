@@ -43,6 +43,7 @@ class TritonPythonModel:
             max_top_k=int(model.parameter("max_top_k", "100")),
             max_query_chars=int(model.parameter("max_query_chars", "2048")),
         )
+        self.searcher.connect()
 
     def execute(self, requests):
         return [self._answer(request) for request in requests]
