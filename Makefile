@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e ".[export,test]"
 	$(BIN)/pip install -q --no-deps nvidia-pytriton==0.7.0 milvus==2.3.5
 	touch $(STAMP)
 

@@ -26,7 +26,7 @@ class Failure(click.ClickException):
 
 def known_errors() -> tuple[type[BaseException], ...]:
     from mmsearch.export.repository import RenderError
-    from mmsearch.export.text_encoder import ExportError
+    from mmsearch.export.errors import ExportError
     from mmsearch.indexer.text import IndexingError
     from mmsearch.model_repository.server import ServerError
     from mmsearch.stores import StoreError, UnknownCollection
@@ -286,14 +286,15 @@ DEMO_QUERIES = ("what is artificial intelligence", "tell me a joke", "do you lik
 @cli.command()
 @serve_options
 @click.option("--data-dir", default=".mmsearch", show_default=True, type=click.Path(file_okay=False))
+@click.option("--repository", type=click.Path(file_okay=False), help="Model repository [default: <data-dir>/repository, exported on first run].")
 @click.option("--exit", "exit_after", is_flag=True, help="Stop the server after the example searches instead of keeping it up.")
-def demo(http_port, grpc_port, metrics_port, data_dir, exit_after) -> None:
+def demo(http_port, grpc_port, metrics_port, data_dir, repository, exit_after) -> None:
     """Export MiniLM, start Triton, index the chatterbot English Q&A corpus and search it."""
     from mmsearch.indexer.datasets import chatterbot_english, write_jsonl
     from mmsearch.indexer.text import IndexOptions
 
     settings = StoreSettings.resolve(data_dir)
-    repository = settings.data_dir / "repository"
+    repository = Path(repository) if repository else settings.data_dir / "repository"
     if not (repository / "text_embed" / "config.pbtxt").exists():
         export.main(["--repository", str(repository)], standalone_mode=False)
     server = start_server(repository, settings, http_port, grpc_port, metrics_port)
@@ -301,7 +302,7 @@ def demo(http_port, grpc_port, metrics_port, data_dir, exit_after) -> None:
         corpus = write_jsonl(chatterbot_english(), settings.data_dir / "chatterbot-english.jsonl")
         client = ready_client(f"localhost:{grpc_port}", "grpc")
         options = IndexOptions("chatterbot", text_field="question")
-        click.echo(run_index(client, settings, corpus, options).summary())
+        click.echo(run_index(client, settings, corpus, options, progress=sys.stderr.isatty()).summary())
         for query in DEMO_QUERIES:
             click.echo("")
             result = client.search(query, "chatterbot", top_k=3)

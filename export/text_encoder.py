@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from mmsearch.export.errors import ExportError
+
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
@@ -76,10 +78,6 @@ PARITY_SENTENCES: tuple[str, ...] = (
     "exchanges, ultimately decided to postpone the vote until further evidence emerged.",
     "数字 42 と English が混ざった文章。" * 60,
 )
-
-
-class ExportError(RuntimeError):
-    """An export could not be produced or failed its parity check."""
 
 
 @dataclass
