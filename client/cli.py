@@ -90,7 +90,8 @@ def export(text_model, repository, backend, device, precision) -> None:
     with tempfile.TemporaryDirectory() as work:
         exported = export_text_encoder(source, Path(work))
         models = repo_mod.render_text_models(
-            repo, "text", exported.onnx_path, exported.tokenizer_dir, exported.embedding_dim, exported.max_seq_length, options
+            repo, "text", exported.onnx_path, exported.tokenizer_dir, exported.embedding_dim, exported.max_seq_length, options,
+            provenance=Path(work) / "export.json",
         )
     models += repo_mod.render_search_model(repo)
     click.echo(
@@ -173,6 +174,7 @@ def run_index(client: SearchClient, settings: StoreSettings, input_path: Path, o
         )
     finally:
         store.close()
+        vectors.close()
 
 
 @cli.command()

@@ -8,7 +8,6 @@ upserts, so indexing the same input twice leaves the same collection.
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 import threading
 from typing import Iterable, Protocol, Sequence
@@ -17,7 +16,6 @@ import numpy as np
 
 from mmsearch.settings import StoreSettings
 
-log = logging.getLogger(__name__)
 
 FETCH_CHUNK = 100  # `$in` over 1,000 ids is ~6x slower than ten chunks of 100 on the wire server
 MAX_ID_LENGTH = 512
@@ -74,6 +72,10 @@ class VectorStore:
     @classmethod
     def open(cls, settings: StoreSettings) -> "VectorStore":
         return cls(settings.connect_uri())
+
+    def close(self) -> None:
+        # An idle client's keepalive pings make Milvus Lite's server send GOAWAY noise.
+        self.client.close()
 
     def collections(self) -> list[str]:
         return list(self.client.list_collections())

@@ -1,7 +1,7 @@
 """Render a deployable Triton model repository from exported encoders and our python models.
 
     <repo>/text_tokenizer/{config.pbtxt, 1/model.py, 1/tokenizer/}
-    <repo>/text_encoder/{config.pbtxt, 1/model.onnx [, 1/model.py for the python runner]}
+    <repo>/text_encoder/{config.pbtxt, 1/model.onnx, 1/export.json [, 1/model.py for the python runner]}
     <repo>/text_embed/{config.pbtxt, 1/}            ensemble: tokenizer -> encoder
     <repo>/search/{config.pbtxt, 1/model.py}        BLS: embed -> Milvus -> documents
 """
@@ -134,7 +134,7 @@ def search_config(max_top_k: int = 100, instances: int = 2):
 
 
 def render_text_models(repo: Path, prefix: str, onnx_path: Path, tokenizer_dir: Path, embedding_dim: int,
-                       max_seq_length: int, options: ServingOptions) -> list[str]:
+                       max_seq_length: int, options: ServingOptions, provenance: Path | None = None) -> list[str]:
     """tokenizer + encoder + ensemble for one text tower (`text` or, later, `clip_text`)."""
     options.validate()
     tokenizer, encoder, embed = f"{prefix}_tokenizer", f"{prefix}_encoder", f"{prefix}_embed"
@@ -147,6 +147,8 @@ def render_text_models(repo: Path, prefix: str, onnx_path: Path, tokenizer_dir: 
     enc_version = _replace_dir(repo / encoder) / "1"
     enc_version.mkdir()
     shutil.copy2(onnx_path, enc_version / "model.onnx")
+    if provenance:  # export.json: source model, parity result; says what this repository serves
+        shutil.copy2(provenance, enc_version / provenance.name)
     if options.backend == "python":
         _copy_python_model("onnx_encoder", enc_version)
     inputs = [Tensor("input_ids", INT64, (-1,)), Tensor("attention_mask", INT64, (-1,))]

