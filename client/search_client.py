@@ -79,6 +79,11 @@ class SearchClient:
         inputs = [_bytes_input(self._module, "TEXT", [t.encode("utf-8") for t in texts], (len(texts), 1))]
         return self._infer(model, inputs, ["EMBEDDING"]).as_numpy("EMBEDDING")
 
+    def embed_images(self, images: Sequence[bytes], model: str = "clip_image_embed") -> np.ndarray:
+        """Unit vectors for a batch of encoded image files (JPEG, PNG, ...)."""
+        inputs = [_bytes_input(self._module, "IMAGE", list(images), (len(images), 1))]
+        return self._infer(model, inputs, ["EMBEDDING"]).as_numpy("EMBEDDING")
+
     def search(
         self,
         query: str,
@@ -86,7 +91,9 @@ class SearchClient:
         top_k: int = 10,
         user_id: str | None = None,
         params: dict | None = None,
+        image: bytes | None = None,
     ) -> dict:
+        """Search with text, or with an image (encoded file bytes) for image -> image search."""
         inputs = [
             _bytes_input(self._module, "QUERY", [query.encode("utf-8")], (1,)),
             _bytes_input(self._module, "COLLECTION", [collection.encode("utf-8")], (1,)),
@@ -98,6 +105,8 @@ class SearchClient:
             inputs.append(_bytes_input(self._module, "USER_ID", [user_id.encode("utf-8")], (1,)))
         if params:
             inputs.append(_bytes_input(self._module, "PARAMS", [json.dumps(params).encode("utf-8")], (1,)))
+        if image is not None:
+            inputs.append(_bytes_input(self._module, "IMAGE", [image], (1,)))
         result = self._infer("search", inputs, ["RESULT"]).as_numpy("RESULT")
         return json.loads(result.reshape(-1)[0])
 

@@ -3,6 +3,9 @@
     <repo>/text_tokenizer/{config.pbtxt, 1/model.py, 1/tokenizer/}
     <repo>/text_encoder/{config.pbtxt, 1/model.onnx, 1/export.json [, 1/model.py for the python runner]}
     <repo>/text_embed/{config.pbtxt, 1/}            ensemble: tokenizer -> encoder
+    <repo>/clip_text_{tokenizer,encoder,embed}/     the CLIP text tower, same shape as text_*
+    <repo>/image_preprocess/{config.pbtxt, 1/model.py, 1/image_processor/}
+    <repo>/clip_image_encoder/, <repo>/clip_image_embed/   ensemble: image_preprocess -> clip_image_encoder
     <repo>/search/{config.pbtxt, 1/model.py}        BLS: embed -> Milvus -> documents
 """
 
@@ -133,35 +136,86 @@ def search_config(max_top_k: int = 100, instances: int = 2):
     )
 
 
+def image_preprocess_config(image_size: tuple[int, int], options: ServingOptions):
+    return tc.python_model(
+        "image_preprocess",
+        [Tensor("IMAGE", BYTES, (1,))],
+        [Tensor("pixel_values", FP32, (3, *image_size))],
+        options.tokenizer_batching,
+    )
+
+
+def image_embed_config(embedding_dim: int, options: ServingOptions):
+    return tc.ensemble(
+        "clip_image_embed",
+        [Tensor("IMAGE", BYTES, (1,))],
+        [Tensor("EMBEDDING", FP32, (embedding_dim,))],
+        [
+            EnsembleStep("image_preprocess", {"IMAGE": "IMAGE"}, {"pixel_values": "pixel_values"}),
+            EnsembleStep("clip_image_encoder", {"pixel_values": "pixel_values"}, {"embedding": "EMBEDDING"}),
+        ],
+        options.max_batch_size,
+    )
+
+
+def _write_python_model(repo: Path, name: str, source: str, config, data_dirs: dict[str, Path] | None = None) -> None:
+    """config.pbtxt + 1/model.py (+ data folders the model loads, e.g. its tokenizer)."""
+    version = _replace_dir(repo / name) / "1"
+    _copy_python_model(source, version)
+    for target, data_dir in (data_dirs or {}).items():
+        shutil.copytree(data_dir, version / target)
+    tc.write(config, repo / name)
+
+
+def _write_encoder(repo: Path, name: str, onnx_path: Path, inputs, outputs, options: ServingOptions,
+                   provenance: Path | None) -> None:
+    version = _replace_dir(repo / name) / "1"
+    version.mkdir()
+    shutil.copy2(onnx_path, version / "model.onnx")
+    if provenance:  # export.json: source model, parity result; says what this repository serves
+        shutil.copy2(provenance, version / provenance.name)
+    if options.backend == "python":
+        _copy_python_model("onnx_encoder", version)
+    tc.write(encoder_config(name, inputs, outputs, options), repo / name)
+
+
+def _write_ensemble(repo: Path, config) -> None:
+    (_replace_dir(repo / config.name) / "1").mkdir()
+    tc.write(config, repo / config.name)
+
+
 def render_text_models(repo: Path, prefix: str, onnx_path: Path, tokenizer_dir: Path, embedding_dim: int,
                        max_seq_length: int, options: ServingOptions, provenance: Path | None = None) -> list[str]:
-    """tokenizer + encoder + ensemble for one text tower (`text` or, later, `clip_text`)."""
+    """tokenizer + encoder + ensemble for one text tower (`text` or `clip_text`)."""
     options.validate()
-    tokenizer, encoder, embed = f"{prefix}_tokenizer", f"{prefix}_encoder", f"{prefix}_embed"
-
-    tok_version = _replace_dir(repo / tokenizer) / "1"
-    _copy_python_model("text_tokenizer", tok_version)
-    shutil.copytree(tokenizer_dir, tok_version / "tokenizer")
-    tc.write(tokenizer_config(tokenizer, max_seq_length, options), repo / tokenizer)
-
-    enc_version = _replace_dir(repo / encoder) / "1"
-    enc_version.mkdir()
-    shutil.copy2(onnx_path, enc_version / "model.onnx")
-    if provenance:  # export.json: source model, parity result; says what this repository serves
-        shutil.copy2(provenance, enc_version / provenance.name)
-    if options.backend == "python":
-        _copy_python_model("onnx_encoder", enc_version)
+    tokenizer, encoder = f"{prefix}_tokenizer", f"{prefix}_encoder"
+    _write_python_model(repo, tokenizer, "text_tokenizer", tokenizer_config(tokenizer, max_seq_length, options),
+                        {"tokenizer": tokenizer_dir})
     inputs = [Tensor("input_ids", INT64, (-1,)), Tensor("attention_mask", INT64, (-1,))]
-    outputs = [Tensor("embedding", FP32, (embedding_dim,))]
-    tc.write(encoder_config(encoder, inputs, outputs, options), repo / encoder)
+    _write_encoder(repo, encoder, onnx_path, inputs, [Tensor("embedding", FP32, (embedding_dim,))], options, provenance)
+    embed = text_embed_config(prefix, embedding_dim, options)
+    _write_ensemble(repo, embed)
+    return [tokenizer, encoder, embed.name]
 
-    (_replace_dir(repo / embed) / "1").mkdir()
-    tc.write(text_embed_config(prefix, embedding_dim, options), repo / embed)
-    return [tokenizer, encoder, embed]
+
+def render_clip_models(repo: Path, exported, options: ServingOptions, provenance: Path | None = None) -> list[str]:
+    """Both CLIP towers: clip_text_{tokenizer,encoder,embed} and image_preprocess -> clip_image_encoder = clip_image_embed."""
+    import onnx
+
+    dim = exported.embedding_dim
+    models = render_text_models(repo, "clip_text", exported.text_onnx, exported.tokenizer_dir, dim,
+                                exported.max_text_length, options, provenance)
+    pixel_dims = [d.dim_value for d in onnx.load(str(exported.image_onnx), load_external_data=False).graph.input[0].type.tensor_type.shape.dim]
+    image_size = (pixel_dims[2], pixel_dims[3])
+    _write_python_model(repo, "image_preprocess", "image_preprocess", image_preprocess_config(image_size, options),
+                        {"image_processor": exported.image_processor_dir})
+    _write_encoder(repo, "clip_image_encoder", exported.image_onnx, [Tensor("pixel_values", FP32, (3, *image_size))],
+                   [Tensor("embedding", FP32, (dim,))], options, provenance)
+    embed = image_embed_config(dim, options)
+    _write_ensemble(repo, embed)
+    return models + ["image_preprocess", "clip_image_encoder", embed.name]
 
 
 def render_search_model(repo: Path) -> list[str]:
-    version = _replace_dir(repo / "search") / "1"
-    _copy_python_model("search", version)
-    tc.write(search_config(), repo / "search")
+    _write_python_model(repo, "search", "search", search_config())
     return ["search"]

@@ -188,3 +188,24 @@ def write_jsonl(docs: Iterable[dict], path: str | Path) -> Path:
         for doc in docs:
             f.write(json.dumps(doc, ensure_ascii=False) + "\n")
     return path
+
+
+# Photographs that ship inside the scikit-image wheel (no download), for the image demo.
+SKIMAGE_PHOTOS = (
+    "astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "clock_motion.png", "coffee.png",
+    "coins.png", "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png", "moon.png",
+    "motorcycle_left.png", "retina.jpg", "rocket.jpg",
+)
+
+
+def sample_photos(dest: Path) -> Path:
+    """Copy the scikit-image sample photos into `dest` (a gallery folder) and return it."""
+    import shutil
+
+    import skimage
+
+    source = Path(skimage.__file__).parent / "data"
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in SKIMAGE_PHOTOS:
+        shutil.copy2(source / name, dest / name)
+    return dest

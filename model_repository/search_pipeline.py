@@ -23,11 +23,18 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOP_K = 100
 DEFAULT_MAX_QUERY_CHARS = 2048
-DEFAULT_EMBED_MODEL = "text_embed"
+MAX_QUERY_IMAGE_BYTES = 32 * 1024 * 1024
+# Which ensemble embeds each kind of query, by collection modality. The indexer records the
+# same mapping in the collection's metadata; this is the fallback for older collections.
+QUERY_MODELS = {
+    "text": {"text": "text_embed"},
+    "image": {"text": "clip_text_embed", "image": "clip_image_embed"},
+}
 KNOWN_PARAMS = {"debug"}
 METADATA_TTL_S = 5.0
 
-Embedder = Callable[[str, str], np.ndarray]  # (model name, query text) -> unit vector
+# (model name, input tensor name TEXT|IMAGE, payload) -> unit vector
+Embedder = Callable[[str, str, "str | bytes"], np.ndarray]
 
 
 class SearchError(ValueError):
@@ -41,9 +48,14 @@ class SearchRequest:
     top_k: int
     user_id: str = ""
     params: dict = field(default_factory=dict)
+    image: bytes | None = None  # an encoded image file: an image -> image search
+
+    @property
+    def modality(self) -> str:
+        return "image" if self.image is not None else "text"
 
     @classmethod
-    def from_wire(cls, query: bytes | str, collection: bytes | str, top_k: int, user_id=b"", params=b"") -> "SearchRequest":
+    def from_wire(cls, query, collection, top_k, user_id=b"", params=b"", image=None) -> "SearchRequest":
         def text(value) -> str:
             return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value or "")
 
@@ -54,12 +66,17 @@ class SearchRequest:
             raise SearchError(f"PARAMS is not valid JSON: {exc}") from None
         if not isinstance(parsed, dict):
             raise SearchError("PARAMS must be a JSON object")
-        return cls(text(query), text(collection).strip(), int(top_k), text(user_id), parsed)
+        return cls(text(query), text(collection).strip(), int(top_k), text(user_id), parsed, image)
 
 
 def validate(request: SearchRequest, max_top_k: int, max_query_chars: int) -> None:
-    if not request.query.strip():
-        raise SearchError("QUERY is empty: send the text to search for")
+    if request.image is not None:
+        if not request.image:
+            raise SearchError("IMAGE is empty: send the bytes of an image file")
+        if len(request.image) > MAX_QUERY_IMAGE_BYTES:
+            raise SearchError(f"IMAGE is {len(request.image)} bytes; the limit is {MAX_QUERY_IMAGE_BYTES}")
+    elif not request.query.strip():
+        raise SearchError("QUERY is empty: send the text to search for (or an IMAGE)")
     if len(request.query) > max_query_chars:
         raise SearchError(f"QUERY is {len(request.query)} characters long; the limit is {max_query_chars}")
     if not request.collection:
@@ -146,6 +163,16 @@ class Searcher:
                 raise SearchError(f"store unavailable: {exc.__class__.__name__}: {exc}") from None
             raise
 
+    def query_model(self, request: SearchRequest, metadata: dict) -> str:
+        modality = metadata.get("modality", "text")
+        models = metadata.get("query_models") or QUERY_MODELS.get(modality, {})
+        if request.modality not in models:
+            raise SearchError(
+                f"collection '{request.collection}' holds {modality} documents and cannot be searched "
+                f"with an {request.modality} query (it takes: {', '.join(sorted(models))})"
+            )
+        return models[request.modality]
+
     def _search(self, request: SearchRequest) -> dict:
         timings: dict[str, float] = {}
         started = time.perf_counter()
@@ -157,7 +184,11 @@ class Searcher:
 
         metadata = self.collection_metadata(request.collection)
         mark = time.perf_counter()
-        vector = self.embed(metadata.get("embed_model", DEFAULT_EMBED_MODEL), request.query)
+        model = self.query_model(request, metadata)
+        if request.image is not None:
+            vector = self.embed(model, "IMAGE", request.image)
+        else:
+            vector = self.embed(model, "TEXT", request.query)
         mark = lap("embed", mark)
         candidates = self.vectors().search(request.collection, vector, limit=request.top_k)
         mark = lap("match", mark)
@@ -171,6 +202,7 @@ class Searcher:
         timings["total"] = round((time.perf_counter() - started) * 1000, 3)
         return {
             "query": request.query,
+            "query_modality": request.modality,
             "collection": request.collection,
             "hits": [
                 {"id": doc_id, "score": round(score, 6), "document": documents.get(doc_id)} for doc_id, score in ranked

@@ -131,3 +131,101 @@ def start_triton():
 @pytest.fixture(scope="session")
 def cli():
     return mmsearch_cli
+
+
+# --- tiny CLIP ------------------------------------------------------------------------------
+# No CLIP weights can be downloaded here, so tests build one: RANDOM weights, for tests only
+# (its embeddings mean nothing). Everything around the weights is real: the architecture
+# (transformers CLIPModel), openai/clip-vit-base-patch32's preprocessor_config.json verbatim,
+# and a byte-level BPE tokenizer in CLIP's own vocab.json / merges.txt format, trained offline
+# on chatterbot-corpus English text, so the export -> serve -> index -> search path runs on
+# exactly the files a real checkpoint directory holds.
+
+# openai/clip-vit-base-patch32/preprocessor_config.json, in its legacy (feature extractor) form.
+OPENAI_CLIP_PREPROCESSOR_CONFIG = {
+    "crop_size": 224,
+    "do_center_crop": True,
+    "do_normalize": True,
+    "do_resize": True,
+    "feature_extractor_type": "CLIPFeatureExtractor",
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "resample": 3,
+    "size": 224,
+}
+# CLIP's pre-tokenizer split (transformers' CLIPTokenizer uses the same regex).
+_CLIP_SPLIT = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+
+
+def _bytes_to_unicode() -> list[str]:
+    """GPT-2/CLIP byte -> printable character table, in CLIP's vocabulary order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {b: chr(b) for b in printable}, 0
+    for b in range(256):
+        if b not in chars:
+            chars[b], extra = chr(256 + extra), extra + 1
+    return [chars[b] for b in [*printable, *(b for b in range(256) if b not in printable)]]
+
+
+def build_tiny_clip(path: Path, *, merges: int = 1000, seed: int = 0) -> Path:
+    """Save a tiny random CLIPModel + CLIPTokenizer + openai CLIP image processor config to `path`."""
+    import json
+
+    import chatterbot_corpus
+    import torch
+    from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
+    from tokenizers.models import BPE
+    from tokenizers.trainers import BpeTrainer
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "README.md").write_text("Tiny CLIP with RANDOM weights, built by tests/conftest.py. For tests only.\n")
+
+    # Train merges with CLIP's own normalisation and pre-tokenisation, then write the files in
+    # CLIP's layout: 256 byte symbols, the same with "</w>", one token per merge, the specials.
+    trainer_tokenizer = Tokenizer(BPE(unk_token="<|endoftext|>", end_of_word_suffix="</w>"))
+    trainer_tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
+    trainer_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_CLIP_SPLIT), behavior="removed", invert=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
+    corpus = Path(chatterbot_corpus.__file__).parent / "data" / "english"
+    texts = [p.read_text(encoding="utf-8") for p in sorted(corpus.glob("*.yml"))]
+    trainer = BpeTrainer(
+        vocab_size=4 * merges, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        end_of_word_suffix="</w>", show_progress=False,
+    )
+    trainer_tokenizer.train_from_iterator(texts, trainer)
+    merge_pairs = [tuple(m) for m in json.loads(trainer_tokenizer.to_str())["model"]["merges"]][:merges]
+    byte_symbols = _bytes_to_unicode()
+    tokens = [*byte_symbols, *(s + "</w>" for s in byte_symbols), *("".join(m) for m in merge_pairs),
+              "<|startoftext|>", "<|endoftext|>"]
+    (path / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False), encoding="utf-8")
+    (path / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merge_pairs), encoding="utf-8")
+    tokenizer = CLIPTokenizer.from_pretrained(str(path), model_max_length=77)  # pad = eos = <|endoftext|>
+    tokenizer.save_pretrained(str(path))
+    (path / "preprocessor_config.json").write_text(json.dumps(OPENAI_CLIP_PREPROCESSOR_CONFIG, indent=2) + "\n")
+
+    torch.manual_seed(seed)
+    tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, projection_dim=16)
+    config = CLIPConfig(
+        text_config=dict(
+            **tower, vocab_size=len(tokenizer), max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(**tower, image_size=224, patch_size=32),
+        projection_dim=16,
+    )
+    CLIPModel(config).eval().save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> Path:
+    """A tiny random-weight CLIP checkpoint directory (see build_tiny_clip); tests only."""
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny_clip") / "tiny-clip")

@@ -15,11 +15,12 @@ from mmsearch.settings import StoreSettings
 from mmsearch.stores import VectorStore, open_document_store
 
 
-def embed_by_bls(model_name: str, text: str) -> np.ndarray:
+def embed_by_bls(model_name: str, input_name: str, payload) -> np.ndarray:
+    data = payload.encode("utf-8") if isinstance(payload, str) else payload
     request = pb_utils.InferenceRequest(
         model_name=model_name,
         requested_output_names=["EMBEDDING"],
-        inputs=[pb_utils.Tensor("TEXT", np.array([[text.encode("utf-8")]], dtype=np.object_))],
+        inputs=[pb_utils.Tensor(input_name, np.array([[data]], dtype=np.object_))],
     )
     response = request.exec()
     if response.has_error():
@@ -30,6 +31,11 @@ def embed_by_bls(model_name: str, text: str) -> np.ndarray:
 def optional_scalar(request, name: str, default):
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     return default if tensor is None else tensor.as_numpy().reshape(-1)[0]
+
+
+def optional_bytes(request, name: str) -> bytes | None:
+    value = optional_scalar(request, name, None)
+    return None if value is None else bytes(value)
 
 
 class TritonPythonModel:
@@ -56,6 +62,7 @@ class TritonPythonModel:
                 optional_scalar(request, "TOP_K", 10),
                 optional_scalar(request, "USER_ID", b""),
                 optional_scalar(request, "PARAMS", b""),
+                optional_bytes(request, "IMAGE"),
             )
             result = self.searcher.search(search_request)
         except SearchError as exc:

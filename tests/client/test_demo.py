@@ -1,5 +1,7 @@
 """`mmsearch demo` (what `make demo` runs) reaches its example searches with real results."""
 
+import shutil
+
 import pytest
 
 from mmsearch.model_repository.server import free_port
@@ -7,10 +9,27 @@ from mmsearch.model_repository.server import free_port
 pytestmark = pytest.mark.integration
 
 
-def test_demo_indexes_chatterbot_and_prints_search_results(tmp_path, exported_repository, cli):
-    out = cli("demo", "--exit", "--data-dir", str(tmp_path), "--repository", str(exported_repository),
-              "--http-port", str(free_port()), "--grpc-port", str(free_port()), "--metrics-port", str(free_port()))
-    assert "collection now holds 2025 vectors and 2025 documents" in out.stdout
-    assert "3 hits for 'tell me a joke' in chatterbot" in out.stdout
-    assert "[humor-" in out.stdout  # the joke query finds the humour category first
-    assert out.stdout.rstrip().endswith("stopping tritonserver")
+def run_demo(cli, data_dir, repository, *extra):
+    ports = ["--http-port", str(free_port()), "--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
+    return cli("demo", "--exit", "--data-dir", str(data_dir), "--repository", str(repository), *ports, *extra)
+
+
+def test_demo_without_clip_weights_says_so_and_searches_text(tmp_path, exported_repository, cli):
+    repository = tmp_path / "repository"
+    shutil.copytree(exported_repository, repository)
+    out = run_demo(cli, tmp_path, repository).stdout  # default CLIP: openai/clip-vit-base-patch32, hub unreachable
+    assert "image search is off in this demo: CLIP weights for 'openai/clip-vit-base-patch32' could not be loaded" in out
+    assert "collection now holds 2025 vectors and 2025 documents" in out
+    assert "3 hits for 'tell me a joke' in chatterbot" in out
+    assert "[humor-" in out  # the joke query finds the humour category first
+    assert out.rstrip().endswith("stopping tritonserver")
+
+
+def test_demo_with_a_clip_checkpoint_indexes_and_searches_photos(tmp_path, exported_repository, tiny_clip_dir, cli):
+    repository = tmp_path / "repository"
+    shutil.copytree(exported_repository, repository)
+    out = run_demo(cli, tmp_path, repository, "--clip-model", str(tiny_clip_dir)).stdout
+    assert "indexed 16 documents into 'photos'" in out
+    assert "3 hits for 'a cat' in photos" in out
+    assert "image -> image with astronaut.png:" in out
+    assert "1. 1.000  [astronaut.png] astronaut.png" in out  # the query photo finds itself first

@@ -27,6 +27,8 @@ CONFIGS = {
     "text_encoder_onnxruntime_cuda_fp16": r.encoder_config("text_encoder", *ENCODER_IO, GPU_TRT),
     "text_embed": r.text_embed_config("text", 384, CPU),
     "search": r.search_config(),
+    "image_preprocess": r.image_preprocess_config((224, 224), CPU),
+    "clip_image_embed": r.image_embed_config(512, CPU),
 }
 
 
@@ -42,11 +44,13 @@ def test_config_matches_golden_file_and_parses(name):
     assert isinstance(parsed, mc.ModelConfig) and parsed == CONFIGS[name]
 
 
-@pytest.mark.parametrize("name", ["text_tokenizer", "text_encoder_python_cpu", "text_encoder_onnxruntime_cpu", "text_embed"])
+@pytest.mark.parametrize(
+    "name", ["text_tokenizer", "text_encoder_python_cpu", "text_encoder_onnxruntime_cpu", "text_embed", "image_preprocess", "clip_image_embed"]
+)
 def test_models_that_feed_ensembles_batch_dynamically(name):
     config = CONFIGS[name]
     assert config.max_batch_size > 0
-    if name != "text_embed":  # an ensemble has no scheduler of its own
+    if config.platform != "ensemble":  # an ensemble has no scheduler of its own
         assert config.HasField("dynamic_batching")
 
 

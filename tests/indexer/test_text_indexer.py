@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from mmsearch.indexer.text import IndexingError, IndexOptions, IndexReport, index_documents, parse_line, read_corpus
+from mmsearch.indexer.pipeline import IndexingError, IndexOptions, IndexReport, index_documents
+from mmsearch.indexer.text import collection_metadata, parse_line, read_corpus
 from mmsearch.settings import StoreSettings
 from mmsearch.stores import SqliteDocumentStore, VectorStore
 
@@ -80,12 +81,16 @@ def test_last_partial_batch_is_written_and_reindexing_keeps_the_size(tmp_path, s
     lines = [{"id": f"d{i}", "text": f"document number {i}", "category": "even" if i % 2 == 0 else "odd"} for i in range(77)]
     path = write_lines(tmp_path / "c.jsonl", lines)
     options = IndexOptions("c", batch_size=10, concurrency=3)
+
+    def embed_batch(batch):
+        return batch, fake_embed([doc["text"] for doc in batch]), []
+
     for _ in range(2):
         report = IndexReport("c")
         docs = read_corpus(path, options, report)
-        index_documents(docs, fake_embed, DIM, vectors, documents, options, report, progress=False)
+        index_documents(docs, embed_batch, DIM, vectors, documents, options, report, collection_metadata(options), progress=False)
         assert report.written == 77 and report.collection_size == 77 and report.documents_stored == 77
-    assert vectors.metadata("c") == {"modality": "text", "embed_model": "text_embed", "text_field": "text", "dim": DIM}
+    assert vectors.metadata("c") == {"modality": "text", "text_field": "text", "query_models": {"text": "text_embed"}, "dim": DIM}
     top = vectors.search("c", fake_embed(["document number 76"])[0], limit=1)
     assert top[0][0] == "d76" and top[0][1] == pytest.approx(1.0, abs=1e-5)
     assert documents.get_many("c", ["d76"])["d76"]["category"] == "even"

@@ -15,7 +15,7 @@ class FakeVectors:
     def metadata(self, name):
         if name not in self.known:
             raise UnknownCollection(name, self.known)
-        return {"embed_model": "text_embed"}
+        return {"modality": "image" if name == "photos" else "text"}
 
     def search(self, name, vector, limit, **kwargs):
         self.limits.append(limit)
@@ -35,7 +35,7 @@ class FakeDocuments:
         self.closed = True
 
 
-def make_searcher(hits=(("a", 0.9), ("b", 0.5)), docs=None, fail=False, opened=None):
+def make_searcher(hits=(("a", 0.9), ("b", 0.5)), docs=None, fail=False, opened=None, embedded=None):
     docs = docs if docs is not None else {"a": {"id": "a", "text": "A"}, "b": {"id": "b", "text": "B"}}
     opened = opened if opened is not None else []
 
@@ -43,7 +43,12 @@ def make_searcher(hits=(("a", 0.9), ("b", 0.5)), docs=None, fail=False, opened=N
         opened.append(1)
         return FakeDocuments(docs, fail=fail)
 
-    return Searcher(lambda model, text: np.ones(4, dtype=np.float32) / 2, lambda: FakeVectors(list(hits)), open_documents)
+    def embed(model, input_name, payload):
+        if embedded is not None:
+            embedded.append((model, input_name, payload))
+        return np.ones(4, dtype=np.float32) / 2
+
+    return Searcher(embed, lambda: FakeVectors(list(hits), ("docs", "photos")), open_documents)
 
 
 def request(**overrides):
@@ -72,7 +77,10 @@ def test_hit_without_document_is_returned_with_null_document():
         ({"top_k": 0}, "TOP_K must be between 1 and 100"),
         ({"top_k": 101}, "TOP_K must be between 1 and 100"),
         ({"collection": ""}, "COLLECTION is empty"),
-        ({"collection": "other"}, "unknown collection 'other' \\(collections: docs\\)"),
+        ({"collection": "other"}, "unknown collection 'other' \\(collections: docs, photos\\)"),
+        ({"image": b""}, "IMAGE is empty"),
+        ({"image": b"x" * (32 * 1024 * 1024 + 1)}, "IMAGE is 33554433 bytes; the limit is 33554432"),
+        ({"image": b"\x89PNG"}, "collection 'docs' holds text documents and cannot be searched with an image query"),
         ({"params": {"boost": 1}}, "unknown PARAMS keys: boost"),
     ],
 )
@@ -101,3 +109,18 @@ def test_from_wire_rejects_bad_params(params, message):
 def test_from_wire_decodes_bytes_and_defaults():
     parsed = SearchRequest.from_wire(b"caf\xc3\xa9", b" docs ", np.int32(3))
     assert (parsed.query, parsed.collection, parsed.top_k, parsed.params) == ("café", "docs", 3, {})
+
+
+@pytest.mark.parametrize(
+    "overrides, model, input_name",
+    [
+        ({"collection": "docs"}, "text_embed", "TEXT"),
+        ({"collection": "photos"}, "clip_text_embed", "TEXT"),
+        ({"collection": "photos", "query": "", "image": b"\x89PNG"}, "clip_image_embed", "IMAGE"),
+    ],
+)
+def test_query_tower_follows_collection_modality_and_request(overrides, model, input_name):
+    embedded = []
+    result = make_searcher(embedded=embedded).search(request(**overrides))
+    assert embedded == [(model, input_name, overrides.get("image", "hello"))]
+    assert result["query_modality"] == ("image" if "image" in overrides else "text")

@@ -1,0 +1,309 @@
+"""Export a Hugging Face CLIP checkpoint to two ONNX towers for Triton.
+
+`text/model.onnx` (input_ids, attention_mask -> embedding) and `image/model.onnx`
+(pixel_values -> embedding) each end in the projection and L2 normalisation, so Triton's
+`clip_text_encoder` and `clip_image_encoder` return final, comparable embeddings.
+The export only lands in `output_dir` after both towers match PyTorch's
+`get_text_features` / `get_image_features` on fixed sentences and images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from mmsearch.export.errors import ExportError
+from mmsearch.export.text_encoder import (
+    EXPORT_JSON,
+    ONNX_FILE,
+    PARITY_SENTENCES,
+    PARITY_TOLERANCE,
+    TOKENIZER_DIR,
+    _hub_unreachable,
+    _move_into_place,
+)
+
+if TYPE_CHECKING:
+    from transformers import CLIPModel
+
+log = logging.getLogger(__name__)
+
+TEXT_DIR = "text"
+IMAGE_DIR = "image"
+IMAGE_PROCESSOR_DIR = "image_processor"
+# Real photos for the image parity check, shipped inside the scikit-image wheel (no download).
+_PARITY_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "hubble_deep_field.jpg", "camera.png")
+_PARITY_RANDOM_IMAGES = 4
+
+
+@dataclass
+class ClipExport:
+    text_onnx: Path
+    image_onnx: Path
+    tokenizer_dir: Path
+    image_processor_dir: Path
+    embedding_dim: int
+    max_text_length: int
+    text_parity_max_abs_diff: float
+    image_parity_max_abs_diff: float
+    parity_sentences: int
+    parity_images: int
+    source: str
+
+    def save(self, output_dir: Path) -> Path:
+        """Write export.json with paths relative to output_dir, so the folder can move."""
+        output_dir = Path(output_dir)
+        record = asdict(self)
+        for key in ("text_onnx", "image_onnx", "tokenizer_dir", "image_processor_dir"):
+            record[key] = Path(record[key]).relative_to(output_dir).as_posix()
+        path = output_dir / EXPORT_JSON
+        path.write_text(json.dumps(record, indent=2) + "\n")
+        return path
+
+
+def load_clip(name_or_path: str):
+    """(CLIPModel in eval mode on CPU, tokenizer, PIL image processor) from a hub name or a local dir.
+
+    One code path for both: a local directory is just a `from_pretrained` source that needs no hub.
+    Weights the checkpoint lacks are an error, never random initialisation.
+    """
+    from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        source = str(path)
+    elif path.exists() or path.is_absolute() or str(name_or_path).startswith((".", "~")):
+        raise ExportError(f"CLIP model path {name_or_path!r} is not a directory")
+    else:
+        source = str(name_or_path)
+    try:
+        model, info = CLIPModel.from_pretrained(source, output_loading_info=True)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        # The PIL backend: torchvision is not a dependency, and it is what the Triton model runs.
+        image_processor = AutoImageProcessor.from_pretrained(source, backend="pil")
+    except Exception as exc:
+        if _hub_unreachable(exc):
+            raise ExportError(
+                f"CLIP weights for {name_or_path!r} could not be loaded because the Hugging Face hub is "
+                "unreachable; pass a local directory with a CLIP checkpoint instead"
+            ) from exc
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(f"could not load CLIP model {name_or_path!r}: {first_line}") from exc
+    # from_pretrained only warns about weights it had to initialise at random (e.g. a vision-only
+    # or non-CLIP checkpoint); such an export would look fine and embed nonsense.
+    missing = sorted(info.get("missing_keys") or []) + sorted(info.get("mismatched_keys") or [])
+    if missing:
+        shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
+        raise ExportError(f"{name_or_path!r} is not a complete CLIP checkpoint: {len(missing)} weights missing ({shown})")
+    return model.eval().to("cpu"), tokenizer, image_processor
+
+
+def _features(output) -> torch.Tensor:
+    # transformers 5 returns a BaseModelOutputWithPooling whose pooler_output holds the
+    # *projected* features; 4.x returned the tensor itself.
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+class _TextTower(torch.nn.Module):
+    """get_text_features (EOS pooling + projection) + L2 norm, traced as one graph."""
+
+    def __init__(self, model: CLIPModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        features = _features(self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
+        return torch.nn.functional.normalize(features, p=2.0, dim=-1)
+
+
+class _ImageTower(torch.nn.Module):
+    def __init__(self, model: CLIPModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        features = _features(self.model.get_image_features(pixel_values=pixel_values))
+        return torch.nn.functional.normalize(features, p=2.0, dim=-1)
+
+
+def _export(module: torch.nn.Module, args: tuple, names: list[str], dynamic: dict, path: Path, opset: int, dim: int) -> None:
+    import onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer chatter about python-side shape checks
+        torch.onnx.export(
+            module, args, str(path),
+            input_names=names, output_names=["embedding"],
+            dynamic_axes={**dynamic, "embedding": {0: "batch"}},
+            opset_version=opset, do_constant_folding=True,
+            dynamo=False,  # TorchScript exporter: deterministic and needs no onnxscript
+        )
+    # Pin the embedding width, which the tracer loses through the normalisation arithmetic.
+    proto = onnx.load(str(path))
+    proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value = dim
+    onnx.save(proto, str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def _export_text(model: CLIPModel, tokenizer, path: Path, opset: int, dim: int) -> None:
+    # Rows of different length, so the trace keeps the padding mask and the per-row EOS lookup
+    # as graph ops instead of constants of the sample.
+    sample = tokenizer(["a sample sentence to trace the text tower", "short"], padding=True, return_tensors="pt")
+    args = (sample["input_ids"].to(torch.int64), sample["attention_mask"].to(torch.int64))
+    dynamic = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
+    _export(_TextTower(model).eval(), args, ["input_ids", "attention_mask"], dynamic, path, opset, dim)
+
+
+def _export_image(model: CLIPModel, path: Path, opset: int, dim: int, size: int) -> None:
+    sample = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    _export(_ImageTower(model).eval(), (sample,), ["pixel_values"], {"pixel_values": {0: "batch"}}, path, opset, dim)
+
+
+def _max_diff(got: np.ndarray, expected: np.ndarray, what: str) -> float:
+    if got.shape != expected.shape:
+        raise ExportError(f"parity check failed: ONNX {what} output shape {got.shape} != reference {expected.shape}")
+    return float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
+
+
+def _normalized(features: torch.Tensor) -> np.ndarray:
+    return torch.nn.functional.normalize(_features(features), p=2.0, dim=-1).numpy()
+
+
+def _text_parity(model: CLIPModel, onnx_path: Path, tokenizer_dir: Path, max_length: int) -> float:
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    # The saved tokenizer, not the in-memory one: the files Triton loads are what is verified.
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    sentences = list(PARITY_SENTENCES)
+    # The whole set padded to its longest member, then each sentence alone: batch and sequence
+    # length both vary, and padding (pad id == EOS id) must not move the pooled EOS position.
+    diff = 0.0
+    for batch in (sentences, *([s] for s in sentences)):
+        enc = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        ids, mask = enc["input_ids"].to(torch.int64), enc["attention_mask"].to(torch.int64)
+        (got,) = session.run(["embedding"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+        with torch.no_grad():
+            expected = _normalized(model.get_text_features(input_ids=ids, attention_mask=mask))
+        diff = max(diff, _max_diff(got, expected, "text"))
+    return diff
+
+
+def _parity_pixels(image_processor_dir: Path, size: int) -> tuple[np.ndarray, int]:
+    """Real photos through the serving preprocessor, plus random tensors; (pixels, photo count)."""
+    import io
+
+    from PIL import Image
+
+    from mmsearch.model_repository.image_preprocessing import ClipImagePreprocessor
+
+    photos: list[bytes] = []
+    try:
+        import skimage
+
+        data_dir = Path(skimage.__file__).parent / "data"
+        photos = [(data_dir / name).read_bytes() for name in _PARITY_PHOTOS if (data_dir / name).is_file()]
+    except ImportError:
+        pass
+    real = len(photos)
+    if not photos:
+        # Without scikit-image: smooth synthetic images, which still span the processor's range.
+        log.warning("scikit-image not installed: image parity uses synthetic images instead of photos")
+        rng = np.random.default_rng(0)
+        for width, height in ((320, 240), (200, 400), (640, 480)):
+            ramp = np.linspace(0, 255, width)[None, :, None] * np.ones((height, 1, 3)) * rng.uniform(0.3, 1.0, 3)
+            buffer = io.BytesIO()
+            Image.fromarray(ramp.astype(np.uint8)).save(buffer, format="PNG")
+            photos.append(buffer.getvalue())
+    # The serving preprocessor over the saved processor config: that is what Triton feeds the tower.
+    pixels = ClipImagePreprocessor(image_processor_dir)(photos)
+    noise = np.random.default_rng(0).standard_normal((_PARITY_RANDOM_IMAGES, 3, size, size)).astype(np.float32)
+    return np.concatenate([pixels, noise]), real
+
+
+def _image_parity(model: CLIPModel, onnx_path: Path, image_processor_dir: Path, size: int) -> tuple[float, int]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    pixels, real = _parity_pixels(image_processor_dir, size)
+    diff = 0.0
+    for batch in (pixels, pixels[:1]):  # batch size is dynamic: check more than the traced one
+        (got,) = session.run(["embedding"], {"pixel_values": batch})
+        with torch.no_grad():
+            expected = _normalized(model.get_image_features(pixel_values=torch.from_numpy(batch)))
+        diff = max(diff, _max_diff(got, expected, "image"))
+    log.info("image parity over %d images (%d real photos)", len(pixels), real)
+    return diff, len(pixels)
+
+
+def export_clip(name_or_path: str, output_dir: Path, *, opset: int = 17) -> ClipExport:
+    """Export to `output_dir`/{text/model.onnx, image/model.onnx, tokenizer/, image_processor/, export.json}.
+
+    Built in a staging folder and moved into place only after both parity checks pass, so a
+    failed export never leaves (or clobbers) files there. A model that cannot be loaded fails
+    before anything, even `output_dir`, is created.
+    """
+    started = time.perf_counter()
+    output_dir = Path(output_dir)
+    model, tokenizer, image_processor = load_clip(name_or_path)
+    config = model.config
+    dim = int(config.projection_dim)
+    max_length = int(config.text_config.max_position_embeddings)
+    size = int(config.vision_config.image_size)
+    crop = image_processor.crop_size
+    if (crop.get("height"), crop.get("width")) != (size, size):
+        raise ExportError(f"{name_or_path!r}: image processor crops to {dict(crop)} but the vision tower takes {size}x{size}")
+
+    created = not output_dir.exists()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".export-", dir=output_dir) as staging_name:
+            staging = Path(staging_name)
+            tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
+            image_processor.save_pretrained(str(staging / IMAGE_PROCESSOR_DIR))
+            _export_text(model, tokenizer, staging / TEXT_DIR / ONNX_FILE, opset, dim)
+            _export_image(model, staging / IMAGE_DIR / ONNX_FILE, opset, dim, size)
+            text_diff = _text_parity(model, staging / TEXT_DIR / ONNX_FILE, staging / TOKENIZER_DIR, max_length)
+            image_diff, images = _image_parity(model, staging / IMAGE_DIR / ONNX_FILE, staging / IMAGE_PROCESSOR_DIR, size)
+            log.info("CLIP parity: max |onnx - torch| text %.3g, image %.3g", text_diff, image_diff)
+            for tower, diff in (("text", text_diff), ("image", image_diff)):
+                if not diff <= PARITY_TOLERANCE:  # also rejects NaN
+                    raise ExportError(
+                        f"parity check failed for the CLIP {tower} tower: max abs diff {diff:.3g} > "
+                        f"tolerance {PARITY_TOLERANCE:g}; nothing written"
+                    )
+            for name in (TOKENIZER_DIR, IMAGE_PROCESSOR_DIR, TEXT_DIR, IMAGE_DIR):
+                _move_into_place(staging / name, output_dir / name)
+    except BaseException:
+        if created and not any(output_dir.iterdir()):
+            os.rmdir(output_dir)
+        raise
+
+    result = ClipExport(
+        text_onnx=output_dir / TEXT_DIR / ONNX_FILE,
+        image_onnx=output_dir / IMAGE_DIR / ONNX_FILE,
+        tokenizer_dir=output_dir / TOKENIZER_DIR,
+        image_processor_dir=output_dir / IMAGE_PROCESSOR_DIR,
+        embedding_dim=dim,
+        max_text_length=max_length,
+        text_parity_max_abs_diff=text_diff,
+        image_parity_max_abs_diff=image_diff,
+        parity_sentences=len(PARITY_SENTENCES),
+        parity_images=images,
+        source=str(name_or_path),
+    )
+    result.save(output_dir)
+    log.info("exported CLIP %s to %s in %.1fs", name_or_path, output_dir, time.perf_counter() - started)
+    return result

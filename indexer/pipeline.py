@@ -1,0 +1,106 @@
+"""The indexing loop shared by text and images: embed batches through Triton, write both stores.
+
+Documents are embedded by the same ensembles that embed queries, so the two can never
+drift apart. Every input is accounted for: written, skipped with its line number or file
+name and the reason, or replaced by a later one with the same id.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from mmsearch.stores import DocumentStore, VectorStore
+
+ON_ERROR = ("skip", "fail")
+
+
+class IndexingError(ValueError):
+    """The run cannot go on (a bad line under --on-error fail, an unreadable file...)."""
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    collection: str
+    modality: str = "text"
+    text_field: str = "text"
+    id_field: str = "id"
+    path_field: str = "path"
+    batch_size: int = 32
+    concurrency: int = 4
+    on_error: str = "skip"
+    recreate: bool = False
+    index_type: str = "FLAT"
+
+
+@dataclass
+class IndexReport:
+    collection: str
+    lines: int = 0
+    written: int = 0
+    duplicates: int = 0
+    skipped: list[tuple[int | str, str]] = field(default_factory=list)  # (line number or file, reason)
+    collection_size: int = 0
+    documents_stored: int = 0
+    seconds: float = 0.0
+
+    @property
+    def docs_per_s(self) -> float:
+        return self.written / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> str:
+        return (
+            f"indexed {self.written} documents into '{self.collection}' in {self.seconds:.1f} s "
+            f"({self.docs_per_s:.1f} docs/s); {len(self.skipped)} skipped, {self.duplicates} duplicate ids replaced; "
+            f"collection now holds {self.collection_size} vectors and {self.documents_stored} documents"
+        )
+
+
+def batches(items: Sequence, size: int) -> list[Sequence]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+# batch -> (documents kept, their vectors, [(file or line, reason)] for those dropped)
+BatchEmbedder = Callable[[Sequence[dict]], tuple[Sequence[dict], np.ndarray, list[tuple[int | str, str]]]]
+
+
+def index_documents(
+    documents: Sequence[dict],
+    embed_batch: BatchEmbedder,
+    embedding_dim: int,
+    vectors: VectorStore,
+    store: DocumentStore,
+    options: IndexOptions,
+    report: IndexReport,
+    metadata: dict,
+    progress: bool = True,
+) -> IndexReport:
+    """Embed in batches (several in flight), then write each batch to both stores."""
+    started = time.perf_counter()
+    if options.recreate:
+        vectors.drop(options.collection)
+        store.drop(options.collection)
+    vectors.ensure_collection(options.collection, embedding_dim, metadata, options.index_type)
+
+    bar = tqdm(total=len(documents), unit="doc", desc=f"index {options.collection}", disable=not progress)
+    with ThreadPoolExecutor(max_workers=max(1, options.concurrency)) as pool:
+        # map() keeps input order and at most `concurrency` batches are embedding at once;
+        # the writes stay on this thread, so the stores see one writer.
+        for kept, embedded, failures in pool.map(embed_batch, batches(documents, options.batch_size)):
+            report.skipped.extend(failures)
+            if kept:
+                vectors.upsert(options.collection, [doc["id"] for doc in kept], embedded, kept, skip={options.text_field})
+                store.upsert(options.collection, kept)
+            report.written += len(kept)
+            bar.update(len(kept) + len(failures))
+    bar.close()
+    vectors.flush(options.collection)
+    report.collection_size = vectors.count(options.collection)
+    report.documents_stored = store.count(options.collection)
+    report.seconds = time.perf_counter() - started
+    return report
