@@ -9,27 +9,24 @@ The export only lands in `output_dir` after both towers match PyTorch's
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from mmsearch.export.errors import ExportError
+from mmsearch.export.errors import ExportError, ExportRecord, load_failure, resolve_source
 from mmsearch.export.text_encoder import (
-    EXPORT_JSON,
     ONNX_FILE,
     PARITY_SENTENCES,
     PARITY_TOLERANCE,
     TOKENIZER_DIR,
-    _hub_unreachable,
     _move_into_place,
 )
 
@@ -47,7 +44,7 @@ _PARITY_RANDOM_IMAGES = 4
 
 
 @dataclass
-class ClipExport:
+class ClipExport(ExportRecord):
     text_onnx: Path
     image_onnx: Path
     tokenizer_dir: Path
@@ -60,16 +57,6 @@ class ClipExport:
     parity_images: int
     source: str
 
-    def save(self, output_dir: Path) -> Path:
-        """Write export.json with paths relative to output_dir, so the folder can move."""
-        output_dir = Path(output_dir)
-        record = asdict(self)
-        for key in ("text_onnx", "image_onnx", "tokenizer_dir", "image_processor_dir"):
-            record[key] = Path(record[key]).relative_to(output_dir).as_posix()
-        path = output_dir / EXPORT_JSON
-        path.write_text(json.dumps(record, indent=2) + "\n")
-        return path
-
 
 def load_clip(name_or_path: str):
     """(CLIPModel in eval mode on CPU, tokenizer, PIL image processor) from a hub name or a local dir.
@@ -79,26 +66,18 @@ def load_clip(name_or_path: str):
     """
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        source = str(path)
-    elif path.exists() or path.is_absolute() or str(name_or_path).startswith((".", "~")):
-        raise ExportError(f"CLIP model path {name_or_path!r} is not a directory")
-    else:
-        source = str(name_or_path)
+    source = resolve_source(name_or_path, "CLIP model")
     try:
         model, info = CLIPModel.from_pretrained(source, output_loading_info=True)
         tokenizer = AutoTokenizer.from_pretrained(source)
         # The PIL backend: torchvision is not a dependency, and it is what the Triton model runs.
         image_processor = AutoImageProcessor.from_pretrained(source, backend="pil")
     except Exception as exc:
-        if _hub_unreachable(exc):
-            raise ExportError(
-                f"CLIP weights for {name_or_path!r} could not be loaded because the Hugging Face hub is "
-                "unreachable; pass a local directory with a CLIP checkpoint instead"
-            ) from exc
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ExportError(f"could not load CLIP model {name_or_path!r}: {first_line}") from exc
+        raise load_failure(
+            exc, name_or_path, "CLIP model",
+            f"CLIP weights for {name_or_path!r} could not be loaded because the Hugging Face hub is "
+            "unreachable; pass a local directory with a CLIP checkpoint instead",
+        ) from exc
     # from_pretrained only warns about weights it had to initialise at random (e.g. a vision-only
     # or non-CLIP checkpoint); such an export would look fine and embed nonsense.
     missing = sorted(info.get("missing_keys") or []) + sorted(info.get("mismatched_keys") or [])

