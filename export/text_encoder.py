@@ -112,12 +112,14 @@ def load_sentence_transformer(name_or_path: str) -> SentenceTransformer:
 
 
 class _PooledEncoder(torch.nn.Module):
-    """Transformer + pooling + L2 norm as one module, so all three are traced into ONNX."""
+    """Transformer + pooling [+ Dense heads] + L2 norm as one module, all traced into ONNX."""
 
-    def __init__(self, transformer: torch.nn.Module, pooling: str):
+    def __init__(self, transformer: torch.nn.Module, pooling: str, heads: list[torch.nn.Module] = ()):
         super().__init__()
         self.transformer = transformer
         self.pooling = pooling
+        # Dense projections, e.g. the multilingual CLIP text towers' 768 -> 512 head.
+        self.heads = torch.nn.ModuleList(heads)
         # BERT-style models want token_type_ids; single-segment inputs are all zeros,
         # so the graph makes them itself and clients send only two inputs.
         self.wants_token_types = "token_type_ids" in inspect.signature(transformer.forward).parameters
@@ -138,23 +140,33 @@ class _PooledEncoder(torch.nn.Module):
             pooled = hidden.gather(1, index).squeeze(1)
         else:  # max
             pooled = hidden.masked_fill(mask == 0, float("-inf")).max(dim=1).values
+        for head in self.heads:
+            pooled = head({"sentence_embedding": pooled})["sentence_embedding"]
         return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
 
 
+def _is_sentence_head(module) -> bool:
+    """A Dense layer applied to the pooled sentence embedding (not to token embeddings)."""
+    names = (getattr(module, "module_input_name", None), getattr(module, "module_output_name", None) or "sentence_embedding")
+    return type(module).__name__ == "Dense" and names == ("sentence_embedding", "sentence_embedding")
+
+
 def _build_wrapper(model: SentenceTransformer) -> tuple[_PooledEncoder, int]:
-    """Check the module stack is Transformer -> Pooling [-> Normalize] and wrap it."""
+    """Check the module stack is Transformer -> Pooling [-> Dense ...] [-> Normalize] and wrap it."""
     modules = list(model)
     kinds = [type(m).__name__ for m in modules]
     transformer = getattr(modules[0], "auto_model", None) if modules else None
-    if transformer is None or kinds[1:2] != ["Pooling"] or any(k != "Normalize" for k in kinds[2:]):
-        # Dense/LayerNorm heads etc. would silently be dropped from the graph.
+    heads = [m for m in modules[2:] if _is_sentence_head(m)]
+    rest = [type(m).__name__ for m in modules[2 + len(heads):]]
+    if transformer is None or kinds[1:2] != ["Pooling"] or any(k != "Normalize" for k in rest):
+        # Anything else (LayerNorm, token-level heads...) would silently be dropped from the graph.
         raise ExportError(f"unsupported sentence-transformers module stack {kinds}; "
-                          "expected Transformer, Pooling and optionally Normalize")
+                          "expected Transformer, Pooling, optional Dense heads and optionally Normalize")
     pooling_mode = modules[1].pooling_mode
     if pooling_mode not in _POOLING_MODES:
         raise ExportError(f"unsupported pooling mode {pooling_mode!r}; supported: {sorted(_POOLING_MODES)}")
-    wrapper = _PooledEncoder(transformer, _POOLING_MODES[pooling_mode]).eval()
-    return wrapper, int(modules[1].get_embedding_dimension())
+    wrapper = _PooledEncoder(transformer, _POOLING_MODES[pooling_mode], heads).eval()
+    return wrapper, int(model.get_sentence_embedding_dimension())
 
 
 def _export_onnx(wrapper: _PooledEncoder, tokenizer, path: Path, opset: int, embedding_dim: int) -> None:

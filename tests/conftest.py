@@ -229,3 +229,30 @@ def build_tiny_clip(path: Path, *, merges: int = 1000, seed: int = 0) -> Path:
 def tiny_clip_dir(tmp_path_factory) -> Path:
     """A tiny random-weight CLIP checkpoint directory (see build_tiny_clip); tests only."""
     return build_tiny_clip(tmp_path_factory.mktemp("tiny_clip") / "tiny-clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_text_tower_dir(tmp_path_factory, tiny_clip_dir) -> Path:
+    """A tiny random sentence-transformers text tower shaped like the multilingual CLIP ones
+    (BERT -> mean pooling -> Dense projection to the CLIP space, here 16-d); tests only."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from mmsearch.export.text_encoder import default_text_model
+
+    base = tmp_path_factory.mktemp("tiny_text_tower")
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(default_text_model())  # a real WordPiece vocabulary
+    bert = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                num_attention_heads=4, intermediate_size=37, max_position_embeddings=128))
+    bert.save_pretrained(base / "bert")
+    tokenizer.save_pretrained(base / "bert")
+    model = SentenceTransformer(modules=[
+        Transformer(str(base / "bert"), max_seq_length=128),
+        Pooling(32, "mean"),
+        Dense(32, 16, activation_function=torch.nn.Identity()),
+    ], device="cpu")
+    model.save(str(base / "tower"))
+    return base / "tower"

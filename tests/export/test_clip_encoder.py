@@ -231,3 +231,12 @@ def test_legacy_eos_token_id(tiny_clip_dir, tmp_path):
     tight, _ = _onnx_text(session, tokenizer, ["a", "a photo of a cat on a mat"])
     full, _ = _onnx_text(session, tokenizer, ["a", "a photo of a cat on a mat"], padding="max_length")
     assert np.max(np.abs(tight - full)) <= 1e-5
+
+
+def test_text_tower_of_another_dimension_is_refused(tiny_clip_dir, tmp_path, cli):
+    from mmsearch.export.text_encoder import default_text_model
+
+    result = cli("export", "--clip-model", str(tiny_clip_dir), "--clip-text-model", default_text_model(),
+                 "--repository", str(tmp_path / "repo"), check=False)
+    assert result.returncode == 1
+    assert "gives 384-d vectors but the image tower" in result.stderr and "gives 16-d" in result.stderr

@@ -136,3 +136,10 @@ def test_cls_pooling_follows_model_config(tmp_path):
     result = te.export_text_encoder(str(model_dir), tmp_path / "out")
     assert result.parity_max_abs_diff <= 1e-4
     assert te.load_sentence_transformer(str(model_dir))[1].pooling_mode == "cls"
+
+
+def test_dense_projection_head_is_exported_inside_the_graph(tiny_clip_text_tower_dir, tmp_path):
+    """Multilingual CLIP text towers end in a Dense 768->512 head; it must not be dropped."""
+    exported = te.export_text_encoder(str(tiny_clip_text_tower_dir), tmp_path / "tower")
+    assert exported.embedding_dim == 16 and exported.max_seq_length == 128
+    assert exported.parity_max_abs_diff <= 1e-4

@@ -203,3 +203,23 @@ def test_text_and_image_collections_share_one_server(served, gallery, tmp_path, 
     assert client.search("cats", "words", 3)["hits"][0]["id"] == "1"
     with pytest.raises(ClientError, match="collection 'words' holds text documents and cannot be searched with an image query"):
         client.search("", "words", 3, image=(gallery[0] / "chelsea.png").read_bytes())
+
+
+def test_separate_text_tower_replaces_clips_own(tmp_path_factory, tiny_clip_dir, tiny_clip_text_tower_dir, start_triton,
+                                                gallery, reference, cli):
+    """`--clip-text-model` (e.g. a multilingual tower aligned to CLIP's image space) serves text queries."""
+    from sentence_transformers import SentenceTransformer
+
+    repo = tmp_path_factory.mktemp("tower-repo") / "repository"
+    out = cli("export", "--clip-model", str(tiny_clip_dir), "--clip-text-model", str(tiny_clip_text_tower_dir),
+              "--repository", str(repo), "--backend", "python")
+    assert "as clip_text_embed" in out.stdout
+    data_dir = tmp_path_factory.mktemp("tower-data")
+    server = start_triton(repo, StoreSettings.resolve(data_dir))
+    url = f"localhost:{server.ports.grpc}"
+    cli("index", "--modality", "image", "--input", str(gallery[0]), "--collection", COLLECTION, "--url", url, "--data-dir", str(data_dir))
+    ids, image_vectors, _ = reference
+    tower = SentenceTransformer(str(tiny_clip_text_tower_dir), device="cpu")
+    client = SearchClient(url)
+    for query, vector in zip(TEXT_QUERIES, tower.encode(TEXT_QUERIES, normalize_embeddings=True)):
+        assert_same_ranking(client.search(query, COLLECTION, TOP_K), brute_force_top(ids, image_vectors, vector))
