@@ -27,7 +27,7 @@ class Failure(click.ClickException):
 def known_errors() -> tuple[type[BaseException], ...]:
     from mmsearch.export.repository import RenderError
     from mmsearch.export.errors import ExportError
-    from mmsearch.indexer.text import IndexingError
+    from mmsearch.indexer.pipeline import IndexingError
     from mmsearch.model_repository.server import ServerError
     from mmsearch.stores import StoreError, UnknownCollection
 
