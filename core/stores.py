@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from typing import Iterable, Protocol, Sequence
+from typing import Iterable, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
@@ -23,6 +23,12 @@ MAX_SCALAR_LENGTH = 256  # longer strings stay in the document store only
 # Collection properties (not the schema description, which Milvus Lite drops) carry what
 # the indexer knew: modality, embedding model, dimension.
 METADATA_PROPERTY = "mmsearch.collection"
+
+
+class Hit(NamedTuple):
+    id: str
+    score: float  # inner product of unit vectors: cosine similarity
+    vector: np.ndarray | None = None
 
 
 class StoreError(RuntimeError):
@@ -137,17 +143,23 @@ class VectorStore:
         rows = self.client.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")
         return int(rows[0]["count(*)"])
 
-    def search(self, name: str, vector: np.ndarray, limit: int, filter: str = "", search_params: dict | None = None) -> list[tuple[str, float]]:
-        """(id, inner product) pairs, best first; may hold fewer than `limit`."""
+    def search(self, name: str, vector: np.ndarray, limit: int, filter: str = "", search_params: dict | None = None,
+               with_vectors: bool = False) -> list[Hit]:
+        """Hits best first; may hold fewer than `limit`. `filter` must be a canonical expression."""
         results = self.client.search(
             name,
             data=[np.asarray(vector, dtype=np.float32).tolist()],
             limit=limit,
             filter=filter,
+            output_fields=["vector"] if with_vectors else [],
             search_params={"metric_type": "IP", "params": search_params or {}},
             consistency_level="Strong",
         )
-        return [(hit["id"], float(hit["distance"])) for hit in results[0]]
+        return [
+            Hit(hit["id"], float(hit["distance"]),
+                np.asarray(hit["entity"]["vector"], dtype=np.float32) if with_vectors else None)
+            for hit in results[0]
+        ]
 
 
 # --------------------------------------------------------------------------- documents

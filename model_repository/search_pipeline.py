@@ -1,9 +1,12 @@
-"""The retrieval layers behind the `search` model: embed -> match -> rank -> summary.
+"""The retrieval layers behind the `search` model: qp (embed) -> match -> rank -> summary.
 
+Each layer runs the arm the experiment config assigns to the user (or the request forces):
+qp picks the query tower and rewrites the text, match sets recall depth, filter and index
+params, rank picks a ranker (truncate, mmr, hybrid), summary picks the returned fields.
 Plain Python with the embedding step injected, so it is tested without a server; the
 Triton model only turns tensors into a `SearchRequest` and calls `Searcher.search`.
 Nothing request-scoped is stored on the `Searcher`: concurrent requests share only the
-store connections and a read-only metadata cache.
+store connections, a read-only metadata cache and the (immutable) current config.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from typing import Callable
 
 import numpy as np
 
+from mmsearch.model_repository.experiments import EMPTY, LAYERS, Arm, ConfigError, ExperimentConfig, assign
+from mmsearch.model_repository.filters import FilterError, combine, compile_filter
+from mmsearch.model_repository.rankers import RANKERS, Candidate, RankError, rank
 from mmsearch.stores import DocumentStore, StoreError, UnknownCollection, VectorStore
 
 log = logging.getLogger(__name__)
@@ -30,7 +36,7 @@ QUERY_MODELS = {
     "text": {"text": "text_embed"},
     "image": {"text": "clip_text_embed", "image": "clip_image_embed"},
 }
-KNOWN_PARAMS = {"debug"}
+KNOWN_PARAMS = {"filter", "experiments"}
 METADATA_TTL_S = 5.0
 
 # (model name, input tensor name TEXT|IMAGE, payload) -> unit vector
@@ -95,10 +101,14 @@ class Searcher:
         open_vectors: Callable[[], VectorStore],
         open_documents: Callable[[], DocumentStore],
         *,
+        experiments: Callable[[], ExperimentConfig] = lambda: EMPTY,
+        recorder=None,
         max_top_k: int = DEFAULT_MAX_TOP_K,
         max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
     ):
         self.embed = embed
+        self.experiments = experiments  # the current config (hot-reloaded by the model)
+        self.recorder = recorder or NullRecorder()
         self._open_vectors = open_vectors
         self._open_documents = open_documents
         self._vectors: VectorStore | None = None
@@ -151,7 +161,7 @@ class Searcher:
         validate(request, self.max_top_k, self.max_query_chars)
         try:
             return self._search(request)
-        except UnknownCollection as exc:
+        except (UnknownCollection, RankError) as exc:
             raise SearchError(str(exc)) from None
         except StoreError as exc:
             self._reset()
@@ -163,7 +173,7 @@ class Searcher:
                 raise SearchError(f"store unavailable: {exc.__class__.__name__}: {exc}") from None
             raise
 
-    def query_model(self, request: SearchRequest, metadata: dict) -> str:
+    def query_model(self, request: SearchRequest, metadata: dict, override: str | None = None) -> str:
         modality = metadata.get("modality", "text")
         models = metadata.get("query_models") or QUERY_MODELS.get(modality, {})
         if request.modality not in models:
@@ -171,7 +181,8 @@ class Searcher:
                 f"collection '{request.collection}' holds {modality} documents and cannot be searched "
                 f"with an {request.modality} query (it takes: {', '.join(sorted(models))})"
             )
-        return models[request.modality]
+        # A qp arm may swap the text tower (e.g. a fine-tuned model of the same dimension).
+        return override if override and request.modality == "text" else models[request.modality]
 
     def _search(self, request: SearchRequest) -> dict:
         timings: dict[str, float] = {}
@@ -183,30 +194,124 @@ class Searcher:
             return now
 
         metadata = self.collection_metadata(request.collection)
+        config = self.experiments()
+        scene = config.scene_for(request.collection)
+        try:
+            arms = assign(config, scene, request.user_id, request.params.get("experiments"))
+        except ConfigError as exc:
+            raise SearchError(str(exc)) from None
+        qp, match, rank_arm, summary = (arms[layer].params for layer in LAYERS)
+
         mark = time.perf_counter()
-        model = self.query_model(request, metadata)
+        model = self.query_model(request, metadata, qp.get("model"))
         if request.image is not None:
             vector = self.embed(model, "IMAGE", request.image)
         else:
-            vector = self.embed(model, "TEXT", request.query)
+            text = request.query.lower() if qp.get("lowercase") else request.query
+            vector = self.embed(model, "TEXT", qp.get("prefix", "") + text)
         mark = lap("embed", mark)
-        candidates = self.vectors().search(request.collection, vector, limit=request.top_k)
+
+        try:
+            fields = metadata.get("fields")
+            expression = combine(compile_filter(match.get("filter", ""), fields), compile_filter(request.params.get("filter", ""), fields))
+        except FilterError as exc:
+            raise SearchError(f"invalid filter: {exc}") from None
+        ranker, rank_params = ranker_of(arms["rank"])
+        depth = max(request.top_k, int(match.get("depth", request.top_k)))
+        hits = self.vectors().search(request.collection, vector, limit=depth, filter=expression,
+                                     search_params=match.get("search_params"), with_vectors=ranker == "mmr")
         mark = lap("match", mark)
-        ranked = candidates[: request.top_k]  # Milvus may return fewer than asked: that is fine
+
+        documents: dict[str, dict] = {}
+        if ranker == "hybrid":  # lexical scoring needs the candidates' text
+            documents = self.documents().get_many(request.collection, [hit.id for hit in hits])
+        text_field = rank_arm.get("text_field") or metadata.get("text_field", "")
+        candidates = [Candidate(hit.id, hit.score, hit.vector, str((documents.get(hit.id) or {}).get(text_field, ""))) for hit in hits]
+        ranked = rank(ranker, query_text=request.query, query_vector=vector, candidates=candidates, top_k=request.top_k, params=rank_params)
         mark = lap("rank", mark)
-        documents = self.documents().get_many(request.collection, [doc_id for doc_id, _ in ranked])
-        lap("summary", mark)
+
         missing = [doc_id for doc_id, _ in ranked if doc_id not in documents]
         if missing:
-            log.warning("collection %s: %d hits have no document in the document store", request.collection, len(missing))
+            documents.update(self.documents().get_many(request.collection, missing))
+        lap("summary", mark)
+        absent = [doc_id for doc_id, _ in ranked if doc_id not in documents]
+        if absent:
+            log.warning("collection %s: %d hits have no document in the document store", request.collection, len(absent))
         timings["total"] = round((time.perf_counter() - started) * 1000, 3)
+        for stage, ms in timings.items():
+            self.recorder.observe(scene.name, stage, ms)
+        for layer, arm in arms.items():
+            self.recorder.count(scene.name, layer, arm.name)
         return {
             "query": request.query,
             "query_modality": request.modality,
             "collection": request.collection,
+            "scene": scene.name,
             "hits": [
-                {"id": doc_id, "score": round(score, 6), "document": documents.get(doc_id)} for doc_id, score in ranked
+                {"id": doc_id, "score": round(score, 6), "document": project(documents.get(doc_id), summary.get("fields"))}
+                for doc_id, score in ranked
             ],
-            "experiments": {"match": "baseline", "rank": "truncate"},
+            "experiments": {layer: arm.name for layer, arm in arms.items()},
             "timings_ms": timings,
         }
+
+
+def ranker_of(arm: Arm) -> tuple[str, dict]:
+    """The ranker an arm runs (params.ranker, else an arm named after a ranker, else truncate)."""
+    name = arm.params.get("ranker") or (arm.name if arm.name in RANKERS else "truncate")
+    return name, {k: v for k, v in arm.params.items() if k not in ("ranker", "text_field")}
+
+
+def project(document: dict | None, fields) -> dict | None:
+    """The summary layer: only the fields an arm asks for (the id always)."""
+    if document is None or not fields:
+        return document
+    return {"id": document.get("id"), **{f: document[f] for f in fields if f in document}}
+
+
+class NullRecorder:
+    def observe(self, scene: str, stage: str, ms: float) -> None:
+        pass
+
+    def count(self, scene: str, layer: str, arm: str) -> None:
+        pass
+
+
+# Parameters an arm may set per layer; checked when the config is loaded.
+LAYER_PARAMS = {
+    "qp": {"model", "prefix", "lowercase"},
+    "match": {"depth", "filter", "search_params"},
+    "rank": {"ranker", "text_field", "lambda", "rrf_k"},
+    "summary": {"fields"},
+}
+MAX_DEPTH = 2000
+
+
+def arm_validator(known_models: set[str] | None = None):
+    """Checks an arm's params against what the server has; used by parse_config."""
+
+    def validate_arm(where: str, layer: str, arm: Arm) -> None:
+        unknown = set(arm.params) - LAYER_PARAMS[layer]
+        if unknown:
+            raise ConfigError(f"{where}: unknown {layer} params {', '.join(sorted(unknown))} (known: {', '.join(sorted(LAYER_PARAMS[layer]))})")
+        params = arm.params
+        if layer == "qp" and "model" in params and known_models is not None and params["model"] not in known_models:
+            raise ConfigError(f"{where}: unknown model '{params['model']}' (models: {', '.join(sorted(known_models))})")
+        if layer == "match":
+            depth = params.get("depth", 1)
+            if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH:
+                raise ConfigError(f"{where}: depth must be an integer between 1 and {MAX_DEPTH}")
+            try:
+                compile_filter(params.get("filter", ""))
+            except FilterError as exc:
+                raise ConfigError(f"{where}: invalid filter: {exc}") from None
+        if layer == "rank":
+            name, rank_params = ranker_of(arm)
+            try:
+                rank(name, query_text="", query_vector=None, candidates=[], top_k=1, params=rank_params)
+            except RankError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        if layer == "summary" and not (isinstance(params.get("fields", []), list) and all(isinstance(f, str) for f in params.get("fields", []))):
+            raise ConfigError(f"{where}: fields must be a list of field names")
+
+    return validate_arm

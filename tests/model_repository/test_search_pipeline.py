@@ -3,23 +3,25 @@
 import numpy as np
 import pytest
 
-from mmsearch.model_repository.search_pipeline import SearchError, SearchRequest, Searcher
-from mmsearch.stores import StoreError, UnknownCollection
+from mmsearch.model_repository.experiments import ConfigError, parse_config
+from mmsearch.model_repository.search_pipeline import SearchError, SearchRequest, Searcher, arm_validator
+from mmsearch.stores import Hit, StoreError, UnknownCollection
 
 
 class FakeVectors:
-    def __init__(self, hits, collections=("docs",)):
+    def __init__(self, hits, collections=("docs",), calls=None):
         self.hits, self.known = hits, collections
-        self.limits = []
+        self.calls = calls if calls is not None else []
 
     def metadata(self, name):
         if name not in self.known:
             raise UnknownCollection(name, self.known)
-        return {"modality": "image" if name == "photos" else "text"}
+        return {"modality": "image" if name == "photos" else "text", "text_field": "text", "fields": ["category"]}
 
     def search(self, name, vector, limit, **kwargs):
-        self.limits.append(limit)
-        return self.hits[:limit]
+        self.calls.append({"limit": limit, **kwargs})
+        return [Hit(doc_id, score, np.array(vec, dtype=np.float32) if kwargs.get("with_vectors") else None)
+                for doc_id, score, vec in self.hits[:limit]]
 
 
 class FakeDocuments:
@@ -35,7 +37,10 @@ class FakeDocuments:
         self.closed = True
 
 
-def make_searcher(hits=(("a", 0.9), ("b", 0.5)), docs=None, fail=False, opened=None, embedded=None):
+HITS = (("a", 0.9, [1.0, 0.0]), ("b", 0.5, [0.6, 0.8]))
+
+
+def make_searcher(hits=HITS, docs=None, fail=False, opened=None, embedded=None, config=None, calls=None):
     docs = docs if docs is not None else {"a": {"id": "a", "text": "A"}, "b": {"id": "b", "text": "B"}}
     opened = opened if opened is not None else []
 
@@ -48,7 +53,9 @@ def make_searcher(hits=(("a", 0.9), ("b", 0.5)), docs=None, fail=False, opened=N
             embedded.append((model, input_name, payload))
         return np.ones(4, dtype=np.float32) / 2
 
-    return Searcher(embed, lambda: FakeVectors(list(hits), ("docs", "photos")), open_documents)
+    parsed = parse_config(config, arm_validator()) if config else None
+    return Searcher(embed, lambda: FakeVectors(list(hits), ("docs", "photos"), calls), open_documents,
+                    **({"experiments": lambda: parsed} if parsed else {}))
 
 
 def request(**overrides):
@@ -60,7 +67,7 @@ def test_result_has_hits_documents_experiments_and_stage_timings():
     assert [h["id"] for h in result["hits"]] == ["a", "b"]  # fewer hits than top_k is fine
     assert result["hits"][0]["document"] == {"id": "a", "text": "A"}
     assert set(result["timings_ms"]) == {"embed", "match", "rank", "summary", "total"}
-    assert result["experiments"] == {"match": "baseline", "rank": "truncate"}
+    assert result["experiments"] == {"qp": "baseline", "match": "baseline", "rank": "baseline", "summary": "baseline"}
 
 
 def test_hit_without_document_is_returned_with_null_document():
@@ -82,6 +89,9 @@ def test_hit_without_document_is_returned_with_null_document():
         ({"image": b"x" * (32 * 1024 * 1024 + 1)}, "IMAGE is 33554433 bytes; the limit is 33554432"),
         ({"image": b"\x89PNG"}, "collection 'docs' holds text documents and cannot be searched with an image query"),
         ({"params": {"boost": 1}}, "unknown PARAMS keys: boost"),
+        ({"params": {"filter": "category = 1"}}, "invalid filter: unexpected character '='"),
+        ({"params": {"filter": "secret == 1"}}, "invalid filter: unknown field 'secret'"),
+        ({"params": {"experiments": {"rank": "mmr"}}}, "scene 'docs' has no arm 'mmr' in layer 'rank'"),
     ],
 )
 def test_bad_requests_raise_search_error_with_a_clear_message(overrides, message):
@@ -124,3 +134,53 @@ def test_query_tower_follows_collection_modality_and_request(overrides, model, i
     result = make_searcher(embedded=embedded).search(request(**overrides))
     assert embedded == [(model, input_name, overrides.get("image", "hello"))]
     assert result["query_modality"] == ("image" if "image" in overrides else "text")
+
+
+CONFIG = """
+scenes:
+  docs:
+    layers:
+      qp: [{name: lower, params: {lowercase: true, prefix: "query: ", model: custom_embed}}]
+      match:
+        - {name: deep, params: {depth: 40, filter: 'category == "faq"', search_params: {ef: 64}}}
+      rank:
+        - {name: truncate, ratio: 0.5}
+        - {name: diverse, ratio: 0.5, params: {ranker: mmr, lambda: 0.0}}
+      summary: [{name: short, params: {fields: [text]}}]
+"""
+
+
+def test_layers_apply_their_arms_params():
+    embedded, calls = [], []
+    docs = {"a": {"id": "a", "text": "A", "extra": 1}, "b": {"id": "b", "text": "B", "extra": 2}}
+    searcher = make_searcher(embedded=embedded, calls=calls, docs=docs, config=CONFIG)
+    result = searcher.search(request(query="Hello", params={"experiments": {"rank": "diverse"}, "filter": "category != 'x'"}))
+    assert embedded == [("custom_embed", "TEXT", "query: hello")]
+    assert calls == [{"limit": 40, "filter": '(category == "faq") and (category != "x")', "search_params": {"ef": 64}, "with_vectors": True}]
+    assert result["experiments"] == {"qp": "lower", "match": "deep", "rank": "diverse", "summary": "short"}
+    assert result["hits"][0]["document"] == {"id": "a", "text": "A"}  # summary keeps only the asked fields
+
+
+def test_hybrid_fetches_candidate_text_and_moves_lexical_matches_up():
+    hits = (("a", 0.9, [1, 0]), ("b", 0.85, [1, 0]), ("c", 0.8, [1, 0]))
+    docs = {"a": {"id": "a", "text": "apt upgrade"}, "b": {"id": "b", "text": "nothing here"}, "c": {"id": "c", "text": "install debian now"}}
+    config = "scenes: {docs: {layers: {rank: [{name: hybrid, params: {rrf_k: 1}}]}}}"
+    result = make_searcher(hits=hits, docs=docs, config=config).search(request(query="install debian", top_k=3))
+    assert [h["id"] for h in result["hits"]][0] == "c"
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ("scenes: {d: {layers: {rank: [{name: x, params: {ranker: nope}}]}}}", "unknown ranker 'nope'"),
+        ("scenes: {d: {layers: {rank: [{name: mmr, params: {lambda: 3}}]}}}", "lambda must be between 0 and 1"),
+        ("scenes: {d: {layers: {match: [{name: m, params: {depth: 0}}]}}}", "depth must be an integer between 1 and 2000"),
+        ("scenes: {d: {layers: {match: [{name: m, params: {filter: 'a ='}}]}}}", "invalid filter"),
+        ("scenes: {d: {layers: {qp: [{name: q, params: {model: missing_embed}}]}}}", "unknown model 'missing_embed'"),
+        ("scenes: {d: {layers: {summary: [{name: s, params: {fields: text}}]}}}", "fields must be a list"),
+        ("scenes: {d: {layers: {rank: [{name: r, params: {boost: 2}}]}}}", "unknown rank params boost"),
+    ],
+)
+def test_arm_params_are_validated_when_the_config_loads(config, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(config, arm_validator(known_models={"text_embed"}))

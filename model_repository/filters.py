@@ -1,0 +1,156 @@
+"""Scalar filters for the match stage, parsed and re-written before they reach Milvus.
+
+A filter such as `category == "install" and year >= 2020` is parsed with a small grammar
+and printed back as a canonical Milvus expression. Nothing of the user's text reaches
+Milvus verbatim: identifiers must be plain names (and, when the collection records them,
+known fields), values are re-quoted, so a filter can never smuggle in another expression.
+
+    expr   := term ("or" term)*
+    term   := factor ("and" factor)*
+    factor := "not" factor | "(" expr ")" | NAME op value | NAME ["not"] "in" "[" value ("," value)* "]"
+    op     := == | != | < | <= | > | >=
+    value  := "string" | 'string' | number | true | false
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from typing import Iterable
+
+MAX_FILTER_CHARS = 1000
+KEYWORDS = {"and", "or", "not", "in", "true", "false"}
+TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
+      | (?P<number>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)
+      | (?P<op>==|!=|<=|>=|<|>)
+      | (?P<punct>[()\[\],])
+      | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+    )""",
+    re.VERBOSE,
+)
+
+
+class FilterError(ValueError):
+    """The filter is not valid; the message says where."""
+
+
+def tokenize(text: str) -> list[tuple[str, str]]:
+    tokens, position = [], 0
+    text = text.rstrip()
+    while position < len(text):
+        match = TOKEN.match(text, position)
+        if not match:
+            raise FilterError(f"unexpected character {text[position:].lstrip()[:1]!r} at position {position}")
+        kind = match.lastgroup
+        tokens.append((kind, match.group(kind)))
+        position = match.end()
+    return tokens
+
+
+class _Parser:
+    def __init__(self, tokens: list[tuple[str, str]], fields: set[str] | None):
+        self.tokens, self.at, self.fields = tokens, 0, fields
+
+    def peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.at] if self.at < len(self.tokens) else None
+
+    def take(self, kind: str | None = None, value: str | None = None) -> tuple[str, str]:
+        token = self.peek()
+        if token is None or (kind and token[0] != kind) or (value and token[1].lower() != value):
+            wanted = value or kind or "more input"
+            found = "the end" if token is None else repr(token[1])
+            raise FilterError(f"expected {wanted} but found {found}")
+        self.at += 1
+        return token
+
+    def keyword(self, word: str) -> bool:
+        token = self.peek()
+        return token is not None and token[0] == "name" and token[1].lower() == word
+
+    def expr(self) -> str:
+        parts = [self.term()]
+        while self.keyword("or"):
+            self.take()
+            parts.append(self.term())
+        return parts[0] if len(parts) == 1 else "(" + " or ".join(parts) + ")"
+
+    def term(self) -> str:
+        parts = [self.factor()]
+        while self.keyword("and"):
+            self.take()
+            parts.append(self.factor())
+        return parts[0] if len(parts) == 1 else "(" + " and ".join(parts) + ")"
+
+    def factor(self) -> str:
+        if self.keyword("not"):
+            self.take()
+            return f"not ({self.factor()})"
+        if self.peek() == ("punct", "("):
+            self.take()
+            inner = self.expr()
+            self.take("punct", ")")
+            return inner
+        field = self.field()
+        if self.keyword("in") or self.keyword("not"):
+            negated = self.keyword("not")
+            if negated:
+                self.take()
+            self.take("name", "in")
+            self.take("punct", "[")
+            values = [self.value()]
+            while self.peek() == ("punct", ","):
+                self.take()
+                values.append(self.value())
+            self.take("punct", "]")
+            return f"{field} {'not in' if negated else 'in'} [{', '.join(values)}]"
+        op = self.take("op")[1]
+        return f"{field} {op} {self.value()}"
+
+    def field(self) -> str:
+        kind, name = self.take("name")
+        if name.lower() in KEYWORDS:
+            raise FilterError(f"expected a field name but found {name!r}")
+        if self.fields is not None and name not in self.fields:
+            raise FilterError(f"unknown field {name!r} (filterable fields: {', '.join(sorted(self.fields)) or 'none'})")
+        return name
+
+    def value(self) -> str:
+        token = self.peek()
+        if token is None:
+            raise FilterError("expected a value but found the end")
+        kind, text = self.take()
+        if kind == "string":
+            try:  # the token is one quoted literal; literal_eval evaluates nothing but literals
+                decoded = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                raise FilterError(f"invalid string {text}") from None
+            return json.dumps(decoded, ensure_ascii=False)
+        if kind == "number":
+            return text
+        if kind == "name" and text.lower() in ("true", "false"):
+            return text.lower()
+        raise FilterError(f"expected a value (string, number, true or false) but found {text!r}")
+
+
+def compile_filter(text: str, fields: Iterable[str] | None = None) -> str:
+    """The canonical Milvus expression for `text`; FilterError if it is not a valid filter."""
+    if not isinstance(text, str):
+        raise FilterError("a filter must be a string")
+    if len(text) > MAX_FILTER_CHARS:
+        raise FilterError(f"filter is {len(text)} characters long; the limit is {MAX_FILTER_CHARS}")
+    if not text.strip():
+        return ""
+    parser = _Parser(tokenize(text), set(fields) if fields is not None else None)
+    expression = parser.expr()
+    if parser.peek() is not None:
+        raise FilterError(f"unexpected {parser.peek()[1]!r} after a complete filter")
+    return expression
+
+
+def combine(*expressions: str) -> str:
+    """AND of canonical expressions, skipping empty ones."""
+    present = [e for e in expressions if e]
+    return " and ".join(f"({e})" if len(present) > 1 else e for e in present)
