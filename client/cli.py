@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from mmsearch.client.search_client import DEFAULT_URL, PROTOCOLS, ClientError, SearchClient
-from mmsearch.settings import ENV_DATA_DIR, ENV_MILVUS_URI, ENV_MONGO_URI, StoreSettings
+from mmsearch.settings import ENV_DATA_DIR, ENV_EXPERIMENTS, ENV_MILVUS_URI, ENV_MONGO_URI, StoreSettings
 
 DEFAULT_REPOSITORY = "repository"
 
@@ -160,10 +160,10 @@ def run_until_signalled() -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def start_server(repository, settings, http_port, grpc_port, metrics_port):
+def start_server(repository, settings, http_port, grpc_port, metrics_port, experiments=None):
     from mmsearch.model_repository.server import Ports, TritonServer
 
-    server = TritonServer(Path(repository), settings, Ports(http_port, grpc_port, metrics_port))
+    server = TritonServer(Path(repository), settings, Ports(http_port, grpc_port, metrics_port), experiments)
     click.echo(f"starting tritonserver on {server.repository} (log: {settings.data_dir / 'logs' / 'tritonserver.log'})")
     return server.start()
 
@@ -177,12 +177,14 @@ def serve_options(fn):
 
 @cli.command()
 @click.option("--repository", default=DEFAULT_REPOSITORY, show_default=True, type=click.Path(file_okay=False))
+@click.option("--experiments", type=click.Path(dir_okay=False), envvar=ENV_EXPERIMENTS,
+              help=f"Experiment config (YAML: scenes, layers, arms); edits apply within seconds [env {ENV_EXPERIMENTS}].")
 @serve_options
 @store_options
-def serve(repository, http_port, grpc_port, metrics_port, milvus_uri, mongo_uri, data_dir) -> None:
+def serve(repository, experiments, http_port, grpc_port, metrics_port, milvus_uri, mongo_uri, data_dir) -> None:
     """Run Triton on a model repository in the foreground (Ctrl-C or SIGTERM stops it)."""
     settings = StoreSettings.resolve(data_dir, milvus_uri, mongo_uri)
-    server = start_server(repository, settings, http_port, grpc_port, metrics_port)
+    server = start_server(repository, settings, http_port, grpc_port, metrics_port, experiments)
     try:
         click.echo(
             f"mmsearch serve: ready on HTTP localhost:{http_port}, gRPC localhost:{grpc_port}, "
@@ -301,39 +303,69 @@ def read_queries(path: str) -> list[dict]:
 @click.option("--top-k", default=10, show_default=True, type=int)
 @click.option("--user-id", default=None, help="User id (decides experiment arms).")
 @click.option("--image", type=click.Path(exists=True, dir_okay=False), help="Search with this image (image -> image) instead of text.")
+@click.option("--experiment", "experiments", multiple=True, metavar="LAYER=ARM", help="Force an experiment arm (repeatable), e.g. rank=mmr.")
+@click.option("--filter", "filter_", default=None, help='Scalar filter on indexed fields, e.g. \'category == "install"\'.')
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON.")
 @client_options
-def search(query, queries, collection, top_k, user_id, image, as_json, url, protocol) -> None:
+def search(query, queries, collection, top_k, user_id, image, experiments, filter_, as_json, url, protocol) -> None:
     """Search a collection with a text QUERY, an --image, or a file of --queries."""
     if sum(map(bool, (query, queries, image))) != 1:
         raise click.UsageError("give one of: a QUERY, --image PATH, or --queries FILE")
     client = ready_client(url, protocol)
     image_bytes = Path(image).read_bytes() if image else None
+    params = search_params(parse_arms(experiments), filter_)
     for record in read_queries(queries) if queries else [{"query": query or ""}]:
-        result = client.search(record["query"], collection, top_k, user_id=user_id, image=image_bytes)
+        result = client.search(record["query"], collection, top_k, user_id=user_id, image=image_bytes, params=params)
         if as_json:
             click.echo(json.dumps(result, ensure_ascii=False))
         else:
             print_result(result)
 
 
+def parse_arms(specs) -> dict[str, str]:
+    """LAYER=ARM pairs (several per value with commas) as {layer: arm}."""
+    arms = {}
+    for spec in specs:
+        for pair in filter(None, (p.strip() for p in spec.split(","))):
+            layer, sep, arm = pair.partition("=")
+            if not sep or not layer.strip() or not arm.strip():
+                raise click.BadParameter(f"{pair!r} is not LAYER=ARM", param_hint="--experiment")
+            arms[layer.strip()] = arm.strip()
+    return arms
+
+
+def search_params(forced: dict, filter_: str | None) -> dict:
+    return {**({"experiments": forced} if forced else {}), **({"filter": filter_} if filter_ else {})}
+
+
 @cli.command(name="eval")
 @click.option("--queries", required=True, type=click.Path(exists=True, dir_okay=False), help='JSON-lines of {"query": ..., "relevant": [ids]}.')
 @click.option("--collection", required=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--experiment", "experiments", multiple=True, metavar="LAYER=ARM[,LAYER=ARM]",
+              help="Evaluate with these arms forced; repeat for one table row per setting (e.g. --experiment rank=truncate --experiment rank=mmr).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per row.")
 @client_options
-def evaluate_command(queries, collection, as_json, url, protocol) -> None:
-    """Recall@1/5/10, MRR and nDCG@10 of the served system on judged queries."""
+def evaluate_command(queries, collection, experiments, as_json, url, protocol) -> None:
+    """Recall@1/5/10, MRR and nDCG@10 of the served system on judged queries, per forced arm."""
     from mmsearch.client.metrics import evaluate
 
     client = ready_client(url, protocol)
     records = read_queries(queries)
-    runs = [([hit["id"] for hit in client.search(r["query"], collection, 10)["hits"]], r.get("relevant", [])) for r in records]
-    scores = evaluate(runs)
+    rows = []
+    for spec in experiments or [""]:
+        params = search_params(parse_arms([spec]), None)
+        runs = [([hit["id"] for hit in client.search(r["query"], collection, 10, params=params)["hits"]], r.get("relevant", []))
+                for r in records]
+        rows.append({"experiments": spec or "assigned", **evaluate(runs)})
     if as_json:
-        click.echo(json.dumps(scores))
+        for row in rows:
+            click.echo(json.dumps(row))
         return
-    click.echo(" | ".join(f"{name} {value}" for name, value in scores.items()))
+    names = [k for k in rows[0] if k != "experiments"]
+    width = max(len(row["experiments"]) for row in rows + [{"experiments": "experiments"}])
+    click.echo(f"{'experiments':<{width}}  " + "  ".join(f"{n:>9}" for n in names))
+    for row in rows:
+        click.echo(f"{row['experiments']:<{width}}  " + "  ".join(f"{row[n]:>9}" for n in names))
 
 
 # ------------------------------------------------------------------ demo

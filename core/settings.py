@@ -16,6 +16,7 @@ from pathlib import Path
 ENV_MILVUS_URI = "MMSEARCH_MILVUS_URI"
 ENV_MONGO_URI = "MMSEARCH_MONGO_URI"
 ENV_DATA_DIR = "MMSEARCH_DATA_DIR"
+ENV_EXPERIMENTS = "MMSEARCH_EXPERIMENTS"  # the search model's experiment config (YAML), hot-reloaded
 DEFAULT_DATA_DIR = ".mmsearch"
 # Written by `mmsearch serve` when it runs the embedded Milvus Lite as a server, so
 # that a separate `mmsearch index` talks to that process instead of opening the same

@@ -50,7 +50,7 @@ def chunked(items: Sequence, size: int) -> Iterable[Sequence]:
 # --------------------------------------------------------------------------- vectors
 
 
-def _scalar_fields(document: dict, skip: set[str]) -> dict:
+def scalar_fields(document: dict, skip: set[str]) -> dict:
     """Small scalar fields worth filtering on; long text stays in the document store."""
     fields = {}
     for key, value in document.items():
@@ -74,6 +74,7 @@ class VectorStore:
         except Exception as exc:  # pymilvus raises several types for "cannot connect"
             raise StoreError(f"cannot connect to Milvus at {uri}: {exc}") from exc
         self.uri = uri
+        self._loaded: set[str] = set()
 
     @classmethod
     def open(cls, settings: StoreSettings) -> "VectorStore":
@@ -127,10 +128,19 @@ class VectorStore:
     def drop(self, name: str) -> None:
         if self.has(name):
             self.client.drop_collection(name)
+        self._loaded.discard(name)
+
+    def add_fields(self, name: str, fields: set[str]) -> None:
+        """Record scalar fields written to the collection: the fields filters may name."""
+        metadata = self.metadata(name)
+        known = set(metadata.get("fields", []))
+        if not fields <= known:
+            metadata["fields"] = sorted(known | fields)
+            self.client.alter_collection_properties(name, properties={METADATA_PROPERTY: json.dumps(metadata)})
 
     def upsert(self, name: str, ids: Sequence[str], vectors: np.ndarray, documents: Sequence[dict], skip: set[str]) -> int:
         rows = [
-            {**_scalar_fields(doc, skip | {"id", "vector"}), "id": doc_id, "vector": vector.tolist()}
+            {**scalar_fields(doc, skip | {"id", "vector"}), "id": doc_id, "vector": vector.tolist()}
             for doc_id, vector, doc in zip(ids, vectors, documents)
         ]
         return int(self.client.upsert(name, rows)["upsert_count"])
@@ -138,14 +148,22 @@ class VectorStore:
     def flush(self, name: str) -> None:
         self.client.flush(name)
 
+    def load(self, name: str) -> None:
+        """Collections come back released after a Milvus (Lite) restart; load once per client."""
+        if name not in self._loaded:
+            self.client.load_collection(name)
+            self._loaded.add(name)
+
     def count(self, name: str) -> int:
         self.require(name)
+        self.load(name)
         rows = self.client.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")
         return int(rows[0]["count(*)"])
 
     def search(self, name: str, vector: np.ndarray, limit: int, filter: str = "", search_params: dict | None = None,
                with_vectors: bool = False) -> list[Hit]:
         """Hits best first; may hold fewer than `limit`. `filter` must be a canonical expression."""
+        self.load(name)
         results = self.client.search(
             name,
             data=[np.asarray(vector, dtype=np.float32).tolist()],

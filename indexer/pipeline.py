@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from mmsearch.stores import DocumentStore, VectorStore
+from mmsearch.stores import DocumentStore, VectorStore, scalar_fields
 
 ON_ERROR = ("skip", "fail")
 
@@ -87,6 +87,8 @@ def index_documents(
         store.drop(options.collection)
     vectors.ensure_collection(options.collection, embedding_dim, metadata, options.index_type)
 
+    skip = {options.text_field, "id", "vector"}
+    fields: set[str] = set()
     bar = tqdm(total=len(documents), unit="doc", desc=f"index {options.collection}", disable=not progress)
     with ThreadPoolExecutor(max_workers=max(1, options.concurrency)) as pool:
         # map() keeps input order and at most `concurrency` batches are embedding at once;
@@ -96,10 +98,12 @@ def index_documents(
             if kept:
                 vectors.upsert(options.collection, [doc["id"] for doc in kept], embedded, kept, skip={options.text_field})
                 store.upsert(options.collection, kept)
+                fields.update(*(scalar_fields(doc, skip) for doc in kept))
             report.written += len(kept)
             bar.update(len(kept) + len(failures))
     bar.close()
     vectors.flush(options.collection)
+    vectors.add_fields(options.collection, fields)
     report.collection_size = vectors.count(options.collection)
     report.documents_stored = store.count(options.collection)
     report.seconds = time.perf_counter() - started

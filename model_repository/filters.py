@@ -110,9 +110,10 @@ class _Parser:
         return f"{field} {op} {self.value()}"
 
     def field(self) -> str:
-        kind, name = self.take("name")
-        if name.lower() in KEYWORDS:
-            raise FilterError(f"expected a field name but found {name!r}")
+        token = self.peek()
+        if token is None or token[0] != "name" or token[1].lower() in KEYWORDS:
+            raise FilterError(f"expected a field name but found {'the end' if token is None else repr(token[1])}")
+        _, name = self.take()
         if self.fields is not None and name not in self.fields:
             raise FilterError(f"unknown field {name!r} (filterable fields: {', '.join(sorted(self.fields)) or 'none'})")
         return name

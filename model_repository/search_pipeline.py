@@ -38,6 +38,8 @@ QUERY_MODELS = {
 }
 KNOWN_PARAMS = {"filter", "experiments"}
 METADATA_TTL_S = 5.0
+TIE_MARGIN = 8  # extra candidates fetched so that ties at the cut are resolved by id
+TIE_DECIMALS = 5  # scores equal to this many decimals are ties (batching noise is ~1e-7)
 
 # (model name, input tensor name TEXT|IMAGE, payload) -> unit vector
 Embedder = Callable[[str, str, "str | bytes"], np.ndarray]
@@ -218,8 +220,12 @@ class Searcher:
             raise SearchError(f"invalid filter: {exc}") from None
         ranker, rank_params = ranker_of(arms["rank"])
         depth = max(request.top_k, int(match.get("depth", request.top_k)))
-        hits = self.vectors().search(request.collection, vector, limit=depth, filter=expression,
+        hits = self.vectors().search(request.collection, vector, limit=depth + TIE_MARGIN, filter=expression,
                                      search_params=match.get("search_params"), with_vectors=ranker == "mmr")
+        # Duplicate documents tie exactly, and which of them Milvus returns first (or at all, at
+        # the cut) depends on float noise from dynamic batching. Ordering ties by id makes the
+        # same request give the same answer, alone or under load.
+        hits = sorted(hits, key=lambda hit: (-round(hit.score, TIE_DECIMALS), hit.id))[:depth]
         mark = lap("match", mark)
 
         documents: dict[str, dict] = {}

@@ -24,7 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmsearch.settings import StoreSettings, port_is_open
+from mmsearch.settings import ENV_EXPERIMENTS, StoreSettings, port_is_open
 
 
 class ServerError(RuntimeError):
@@ -174,10 +174,11 @@ def start_milvus_lite(settings: StoreSettings) -> ManagedProcess:
 class TritonServer:
     """tritonserver (plus the embedded Milvus Lite server when that is the vector store)."""
 
-    def __init__(self, repository: Path, settings: StoreSettings, ports: Ports = Ports()):
+    def __init__(self, repository: Path, settings: StoreSettings, ports: Ports = Ports(), experiments: Path | None = None):
         self.repository = Path(repository).resolve()
         self.settings = settings
         self.ports = ports
+        self.experiments = Path(experiments).resolve() if experiments else None
         self.triton: ManagedProcess | None = None
         self.milvus: ManagedProcess | None = None
 
@@ -202,9 +203,11 @@ class TritonServer:
                 f"--metrics-port={self.ports.metrics}",
                 "--allow-cpu-metrics=true",
             ]
+            env = self.settings.as_env(milvus_uri)
+            if self.experiments:
+                env[ENV_EXPERIMENTS] = str(self.experiments)
             self.triton = ManagedProcess(
-                "tritonserver", args, self.settings.data_dir / "logs" / "tritonserver.log",
-                env=server_environment(self.settings.as_env(milvus_uri)),
+                "tritonserver", args, self.settings.data_dir / "logs" / "tritonserver.log", env=server_environment(env)
             )
             try:
                 wait_for(self.ready, self.triton, timeout, "tritonserver")

@@ -118,8 +118,8 @@ def start_triton():
     """Start a TritonServer on free ports with given store settings; all are stopped at the end."""
     servers: list[TritonServer] = []
 
-    def start(repository: Path, settings: StoreSettings) -> TritonServer:
-        server = TritonServer(repository, settings, Ports(free_port(), free_port(), free_port()))
+    def start(repository: Path, settings: StoreSettings, experiments: Path | None = None) -> TritonServer:
+        server = TritonServer(repository, settings, Ports(free_port(), free_port(), free_port()), experiments)
         servers.append(server.start())
         return server
 

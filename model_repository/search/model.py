@@ -5,14 +5,46 @@ everything else to `Searcher`. A bad request gets an error response; the model k
 """
 
 import json
+import os
+from functools import partial
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from mmsearch.model_repository.experiments import ConfigWatcher, parse_config
 from mmsearch.model_repository.runtime import ModelArgs
-from mmsearch.model_repository.search_pipeline import SearchError, SearchRequest, Searcher
-from mmsearch.settings import StoreSettings
+from mmsearch.model_repository.search_pipeline import SearchError, SearchRequest, Searcher, arm_validator
+from mmsearch.settings import ENV_EXPERIMENTS, StoreSettings
 from mmsearch.stores import VectorStore, open_document_store
+
+LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
+
+
+class TritonMetrics:
+    """Per-stage latency histograms and per-arm request counters on Triton's metrics port."""
+
+    def __init__(self):
+        self.latency = pb_utils.MetricFamily(
+            name="mmsearch_stage_latency_ms", description="search latency per retrieval stage, milliseconds",
+            kind=pb_utils.MetricFamily.HISTOGRAM,
+        )
+        self.requests = pb_utils.MetricFamily(
+            name="mmsearch_arm_requests_total", description="search requests per scene, layer and experiment arm",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self._metrics = {}  # label tuple -> Metric; created once, then only updated
+
+    def _metric(self, family, labels: dict, **kwargs):
+        key = (id(family), *sorted(labels.items()))
+        if key not in self._metrics:
+            self._metrics[key] = family.Metric(labels=labels, **kwargs)
+        return self._metrics[key]
+
+    def observe(self, scene: str, stage: str, ms: float) -> None:
+        self._metric(self.latency, {"scene": scene, "stage": stage}, buckets=LATENCY_BUCKETS_MS).observe(ms)
+
+    def count(self, scene: str, layer: str, arm: str) -> None:
+        self._metric(self.requests, {"scene": scene, "layer": layer, "arm": arm}).increment(1)
 
 
 def embed_by_bls(model_name: str, input_name: str, payload) -> np.ndarray:
@@ -42,10 +74,18 @@ class TritonPythonModel:
     def initialize(self, args):
         model = ModelArgs(args)
         settings = StoreSettings.resolve()  # from MMSEARCH_* set by `mmsearch serve`
+        repository = model.version_dir.parent.parent
+        models = {p.parent.name for p in repository.glob("*/config.pbtxt")}
+        # Re-read within a second of an edit; a broken edit is logged and the last good config serves on.
+        self.experiments = ConfigWatcher(
+            os.environ.get(ENV_EXPERIMENTS), partial(parse_config, validate_arm=arm_validator(models)), interval_s=1.0
+        )
         self.searcher = Searcher(
             embed_by_bls,
             lambda: VectorStore.open(settings),
             lambda: open_document_store(settings),
+            experiments=self.experiments.current,
+            recorder=TritonMetrics(),
             max_top_k=int(model.parameter("max_top_k", "100")),
             max_query_chars=int(model.parameter("max_query_chars", "2048")),
         )

@@ -3,13 +3,17 @@
 
 import hashlib
 import json
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
 from mmsearch.indexer.pipeline import IndexingError, IndexOptions, IndexReport, index_documents
 from mmsearch.indexer.text import collection_metadata, parse_line, read_corpus
-from mmsearch.settings import StoreSettings
+from mmsearch.model_repository.server import free_port, stop_process_group
+from mmsearch.settings import StoreSettings, port_is_open
 from mmsearch.stores import SqliteDocumentStore, VectorStore
 
 DIM = 8
@@ -90,7 +94,8 @@ def test_last_partial_batch_is_written_and_reindexing_keeps_the_size(tmp_path, s
         docs = read_corpus(path, options, report)
         index_documents(docs, embed_batch, DIM, vectors, documents, options, report, collection_metadata(options), progress=False)
         assert report.written == 77 and report.collection_size == 77 and report.documents_stored == 77
-    assert vectors.metadata("c") == {"modality": "text", "text_field": "text", "query_models": {"text": "text_embed"}, "dim": DIM}
+    assert vectors.metadata("c") == {"modality": "text", "text_field": "text", "query_models": {"text": "text_embed"}, "dim": DIM,
+                                     "fields": ["category"]}
     top = vectors.search("c", fake_embed(["document number 76"])[0], limit=1)
     assert top[0][0] == "d76" and top[0][1] == pytest.approx(1.0, abs=1e-5)
     assert documents.get_many("c", ["d76"])["d76"]["category"] == "even"
@@ -103,3 +108,25 @@ def test_dimension_mismatch_is_refused(tmp_path, stores):
 
     with pytest.raises(StoreError, match="holds 8-d vectors, not 16-d"):
         vectors.ensure_collection("c", 16, {})
+
+
+def test_collections_are_searchable_after_milvus_lite_restarts(tmp_path):
+    """A restarted `mmsearch serve` finds its collections released; the store loads them."""
+    path = tmp_path / "milvus.db"
+    for attempt in range(2):
+        port = free_port()
+        process = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(path), "--host", "127.0.0.1", "--port", str(port)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not port_is_open("127.0.0.1", port) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            store = VectorStore(f"http://127.0.0.1:{port}")
+            if attempt == 0:
+                store.ensure_collection("c", DIM, {})
+                store.upsert("c", ["a"], fake_embed(["a"]), [{"id": "a"}], skip=set())
+                store.flush("c")
+            assert store.search("c", fake_embed(["a"])[0], 1)[0].id == "a"
+            store.close()
+        finally:
+            stop_process_group(process, 30)

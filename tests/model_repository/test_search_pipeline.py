@@ -156,7 +156,7 @@ def test_layers_apply_their_arms_params():
     searcher = make_searcher(embedded=embedded, calls=calls, docs=docs, config=CONFIG)
     result = searcher.search(request(query="Hello", params={"experiments": {"rank": "diverse"}, "filter": "category != 'x'"}))
     assert embedded == [("custom_embed", "TEXT", "query: hello")]
-    assert calls == [{"limit": 40, "filter": '(category == "faq") and (category != "x")', "search_params": {"ef": 64}, "with_vectors": True}]
+    assert calls == [{"limit": 48, "filter": '(category == "faq") and (category != "x")', "search_params": {"ef": 64}, "with_vectors": True}]
     assert result["experiments"] == {"qp": "lower", "match": "deep", "rank": "diverse", "summary": "short"}
     assert result["hits"][0]["document"] == {"id": "a", "text": "A"}  # summary keeps only the asked fields
 
@@ -184,3 +184,9 @@ def test_hybrid_fetches_candidate_text_and_moves_lexical_matches_up():
 def test_arm_params_are_validated_when_the_config_loads(config, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(config, arm_validator(known_models={"text_embed"}))
+
+
+def test_exact_ties_are_ordered_by_id_even_across_the_cut():
+    hits = (("z", 0.5, [1, 0]), ("top", 0.9, [1, 0]), ("b", 0.50000001, [1, 0]), ("a", 0.49999999, [1, 0]))
+    result = make_searcher(hits=hits, docs={}).search(request(top_k=2))
+    assert [h["id"] for h in result["hits"]] == ["top", "a"]
