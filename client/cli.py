@@ -101,9 +101,9 @@ def export_clip_towers(source: str, repo: Path, options, text_tower: str | None 
     if text_tower:
         # A separately trained text tower (e.g. multilingual) aligned to this image tower
         # replaces CLIP's own in the clip_text_* models; it must embed into the same space.
-        from mmsearch.export.text_encoder import load_sentence_transformer
+        from mmsearch.export.text_encoder import embedding_dimension, load_sentence_transformer
 
-        dim = load_sentence_transformer(text_tower).get_sentence_embedding_dimension()
+        dim = embedding_dimension(load_sentence_transformer(text_tower))
         if dim != exported.embedding_dim:
             raise ExportError(f"text tower {text_tower!r} gives {dim}-d vectors but the image tower {source!r} "
                               f"gives {exported.embedding_dim}-d: they cannot share one space")

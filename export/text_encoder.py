@@ -166,7 +166,13 @@ def _build_wrapper(model: SentenceTransformer) -> tuple[_PooledEncoder, int]:
     if pooling_mode not in _POOLING_MODES:
         raise ExportError(f"unsupported pooling mode {pooling_mode!r}; supported: {sorted(_POOLING_MODES)}")
     wrapper = _PooledEncoder(transformer, _POOLING_MODES[pooling_mode], heads).eval()
-    return wrapper, int(model.get_sentence_embedding_dimension())
+    return wrapper, embedding_dimension(model)
+
+
+def embedding_dimension(model: SentenceTransformer) -> int:
+    # sentence-transformers 6 renamed get_sentence_embedding_dimension (deprecated since).
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(getter())
 
 
 def _export_onnx(wrapper: _PooledEncoder, tokenizer, path: Path, opset: int, embedding_dim: int) -> None:

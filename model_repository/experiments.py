@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 LAYERS = ("qp", "match", "rank", "summary")
 RATIO_TOLERANCE = 1e-6
+SETTLE_NS = 300_000_000  # a changed file is read once it has been left alone this long
 ANONYMOUS_USER = ""  # requests without USER_ID all hash to the same, stable arms
 BASELINE = "baseline"
 
@@ -125,6 +126,8 @@ def parse_config(text: str, validate_arm: Callable[[str, str, Arm], None] | None
                  known_collections: set[str] | None = None) -> ExperimentConfig:
     """Parse and check a YAML config. `validate_arm(where, layer, arm)` checks arm params
     against what the server has (models, rankers); `known_collections` the scenes' targets."""
+    if not text.strip():
+        raise ConfigError("the config file is empty")
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -230,6 +233,8 @@ class ConfigWatcher:
                 stamp = ("unreadable", exc.strerror)  # constant while missing: reported once
             if stamp == self._stamp and not force:
                 return
+            if not force and isinstance(stamp[0], int) and time.time_ns() - stamp[0] < SETTLE_NS:
+                return  # still being written (editors and `>` truncate first): look again shortly
             self._stamp = stamp
             try:
                 config = self.parse(self.path.read_text(encoding="utf-8"))

@@ -22,7 +22,7 @@ import numpy as np
 
 from mmsearch.model_repository.experiments import EMPTY, LAYERS, Arm, ConfigError, ExperimentConfig, assign
 from mmsearch.model_repository.filters import FilterError, combine, compile_filter
-from mmsearch.model_repository.rankers import RANKERS, Candidate, RankError, rank
+from mmsearch.model_repository.rankers import RANKER_PARAMS, RANKERS, Candidate, RankError, rank
 from mmsearch.stores import DocumentStore, StoreError, UnknownCollection, VectorStore
 
 log = logging.getLogger(__name__)
@@ -287,7 +287,7 @@ class NullRecorder:
 LAYER_PARAMS = {
     "qp": {"model", "prefix", "lowercase"},
     "match": {"depth", "filter", "search_params"},
-    "rank": {"ranker", "text_field", "lambda", "rrf_k"},
+    "rank": {"ranker", "text_field"}.union(*RANKER_PARAMS.values()),
     "summary": {"fields"},
 }
 MAX_DEPTH = 2000

@@ -9,20 +9,22 @@ import re
 import threading
 import time
 import urllib.request
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from mmsearch.client.search_client import ClientError, SearchClient
 from mmsearch.indexer.datasets import chatterbot_english, debian_faq, write_jsonl
-from mmsearch.model_repository.experiments import assign, parse_config
+from mmsearch.model_repository.experiments import parse_config
 from mmsearch.settings import StoreSettings
 
 pytestmark = pytest.mark.integration
 
 RANK_ARMS = """        - {name: truncate, ratio: 0.4}
         - {name: mmr, ratio: 0.3, params: {lambda: 0.7}}
-        - {name: hybrid, ratio: 0.3, params: {rrf_k: 60}}
+        - {name: hybrid, ratio: 0.2}
+        - {name: hybrid_rrf, ratio: 0.1, params: {ranker: hybrid, fusion: rrf, rrf_k: 60, lexical_weight: 1.0}}
 """
 CONFIG = """
 salt: integration
@@ -67,23 +69,30 @@ def served(tmp_path_factory, exported_repository, start_triton, faq, cli):
 
 
 def arms_of(client, users, collection="debian_faq"):
-    return {user: client.search("how do I upgrade Debian", collection, 5, user_id=user)["experiments"] for user in users}
+    def arms(user):
+        return client.search("upgrade", collection, 1, user_id=user)["experiments"]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(zip(users, pool.map(arms, users)))
 
 
-def test_server_assignment_follows_the_config_and_survives_a_restart(served):
+def test_10000_users_split_by_the_configured_ratios_and_keep_their_arms_across_a_restart(served):
     config = parse_config(CONFIG)
-    users = [f"user-{i}" for i in range(300)]
-    client = SearchClient(served["url"])
-    before = arms_of(client, users)
     scene = config.scene_for("debian_faq")
-    # The server uses exactly the function whose 10,000-user split the unit tests check.
-    assert all(before[u] == {layer: arm.name for layer, arm in assign(config, scene, u).items()} for u in users)
-    assert len({tuple(a.values()) for a in before.values()}) > 3  # users really are spread
-    assert arms_of(client, users[:50]) == {u: before[u] for u in users[:50]}  # stable across calls
+    users = [f"user-{i}" for i in range(10_000)]
+    client = SearchClient(served["url"])
+    observed = arms_of(client, users)
+    for layer in ("match", "rank"):
+        counts = Counter(arms[layer] for arms in observed.values())
+        for arm in scene.layers[layer]:
+            share = counts[arm.name] / len(users)
+            print(f"{layer}={arm.name}: {share:.4f} (configured {arm.ratio})")
+            assert abs(share - arm.ratio) <= 0.02
+    assert arms_of(client, users[:500]) == {u: observed[u] for u in users[:500]}  # stable across calls
     server = served["server"]
     server.stop()
     server.start()
-    assert arms_of(SearchClient(served["url"]), users) == before
+    assert arms_of(SearchClient(served["url"]), users[:1000]) == {u: observed[u] for u in users[:1000]}
 
 
 def test_forced_arms_and_filters(served, faq):
@@ -194,7 +203,7 @@ def test_config_edits_apply_while_serving_and_broken_edits_are_rejected(served):
 
 def test_eval_table_per_forced_ranker(served, faq, cli):
     queries = write_jsonl(faq.queries, served["base"] / "judged.jsonl")
-    arms = ["rank=truncate", "rank=mmr", "rank=hybrid"]
+    arms = ["rank=truncate", "rank=mmr", "rank=hybrid", "rank=hybrid_rrf"]
     args = ["eval", "--queries", str(queries), "--collection", "debian_faq", "--url", served["url"]]
     for arm in arms:
         args += ["--experiment", f"match=deep,{arm}"]
@@ -203,4 +212,4 @@ def test_eval_table_per_forced_ranker(served, faq, cli):
     rows = [json.loads(line) for line in cli(*args, "--json").stdout.splitlines()]
     assert [row["experiments"] for row in rows] == [f"match=deep,{arm}" for arm in arms]
     assert all(row["queries"] == len(faq.queries) and 0 < row["recall@1"] <= row["recall@10"] <= 1 for row in rows)
-    assert "recall@1" in table.splitlines()[0] and len(table.splitlines()) == 4
+    assert "recall@1" in table.splitlines()[0] and len(table.splitlines()) == 1 + len(arms)

@@ -104,7 +104,8 @@ def test_arm_and_collection_validators_are_applied():
 
 
 def bump_mtime(path, seconds):
-    stamp = time.time() + seconds
+    """Give the file a distinct, settled modification time (seconds in the past)."""
+    stamp = time.time() - 10 + seconds
     os.utime(path, (stamp, stamp))
 
 
@@ -120,8 +121,22 @@ def test_watcher_reloads_edits_and_keeps_the_last_good_config(tmp_path):
     bump_mtime(path, 2)
     assert "faq2" in watcher.current().scenes
     assert "rejected, the last good one keeps serving: not valid YAML" in watcher.last_error
+    path.write_text("")
+    bump_mtime(path, 3)
+    assert "faq2" in watcher.current().scenes and "the config file is empty" in watcher.last_error
     path.unlink()
     assert "faq2" in watcher.current().scenes and "No such file" in watcher.last_error
+
+
+def test_watcher_waits_until_a_file_being_written_settles(tmp_path):
+    path = tmp_path / "search.yaml"
+    path.write_text(CONFIG)
+    bump_mtime(path, 0)
+    watcher = ConfigWatcher(path, parse_config, interval_s=0)
+    path.write_text("scenes: {}")  # just written: mtime is now, within the settle time
+    assert "faq" in watcher.current().scenes and watcher.last_error is None
+    bump_mtime(path, 1)
+    assert watcher.current().scenes == {}
 
 
 def test_watcher_without_a_file_serves_baselines():

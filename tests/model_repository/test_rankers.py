@@ -95,23 +95,28 @@ def test_hybrid_lexical_match_moves_up():
     cands = [Candidate("x", 0.9, text="red apple"), Candidate("y", 0.8, text="green pear"),
              Candidate("z", 0.7, text="banana split")]
     # rrf_k=1: x 1/2, y 1/3, z dense 1/4 + lexical rank 1 1/2 = 0.75.
-    assert_ranked(hybrid("Banana", cands, 3, rrf_k=1), [("z", 0.75), ("x", 0.5), ("y", 1 / 3)])
-    # Default rrf_k=60: z 1/63+1/61 still beats x 1/61.
-    assert ids(hybrid("banana", cands, 2)) == ["z", "x"]
+    assert_ranked(hybrid("Banana", cands, 3, fusion="rrf", lexical_weight=1.0, rrf_k=1), [("z", 0.75), ("x", 0.5), ("y", 1 / 3)])
+    # rrf_k=60: z 1/63+1/61 still beats x 1/61.
+    assert ids(hybrid("banana", cands, 2, fusion="rrf", lexical_weight=1.0)) == ["z", "x"]
+    # Default linear fusion, weight 0.2: z 0.7 + 0.2 * 1 = 0.9 ties x at 0.9 and x keeps dense order;
+    # with weight 0.3 z passes x.
+    assert_ranked(hybrid("banana", cands, 3), [("x", 0.9), ("z", 0.9), ("y", 0.8)])
+    assert ids(hybrid("banana", cands, 1, lexical_weight=0.3)) == ["z"]
 
 
 def test_hybrid_ties_broken_by_dense_order():
     cands = [Candidate("b", 0.9, text="nothing here"), Candidate("a", 0.8, text="cat and more words"),
              Candidate("c", 0.7, text="cat")]
     # rrf_k=0: c 1/3+1/1, b 1/1 (no match), a 1/2+1/2 = 1 -> a ties b, b is ahead in dense order.
-    assert_ranked(hybrid("cat", cands, 3, rrf_k=0), [("c", 4 / 3), ("b", 1.0), ("a", 1.0)])
+    assert_ranked(hybrid("cat", cands, 3, fusion="rrf", lexical_weight=1.0, rrf_k=0), [("c", 4 / 3), ("b", 1.0), ("a", 1.0)])
 
 
-def test_hybrid_without_text_falls_back_to_dense_order():
+@pytest.mark.parametrize("fusion, expected", [("rrf", [("x", 1 / 61), ("z", 1 / 62), ("y", 1 / 63)]),
+                                              ("linear", [("x", 0.9), ("z", 0.5), ("y", 0.2)])])
+def test_hybrid_without_text_falls_back_to_dense_order(fusion, expected):
     cands = [Candidate("y", 0.2), Candidate("x", 0.9), Candidate("z", 0.5)]
-    expected = [("x", 1 / 61), ("z", 1 / 62), ("y", 1 / 63)]
-    assert_ranked(hybrid("anything", cands, 3), expected)
-    assert_ranked(hybrid("", [Candidate(c.id, c.score, text="some words") for c in cands], 3), expected)
+    assert_ranked(hybrid("anything", cands, 3, fusion=fusion), expected)
+    assert_ranked(hybrid("", [Candidate(c.id, c.score, text="some words") for c in cands], 3, fusion=fusion), expected)
 
 
 @pytest.mark.parametrize("name", sorted(RANKERS))
@@ -133,7 +138,7 @@ def test_rank_dispatches_params():
                 params={"lambda": 0.7}) == mmr(Q, VECTOR_SET, 4, lambda_=0.7)
     cands = [Candidate("x", 0.9, text="red"), Candidate("z", 0.7, text="banana")]
     assert rank("hybrid", query_text="banana", query_vector=None, candidates=cands, top_k=2,
-                params={"rrf_k": 1}) == hybrid("banana", cands, 2, rrf_k=1)
+                params={"rrf_k": 1, "fusion": "rrf"}) == hybrid("banana", cands, 2, fusion="rrf", rrf_k=1)
     assert rank("truncate", query_text="", query_vector=None, candidates=cands, top_k=1, params={}) == [("x", 0.9)]
 
 
@@ -146,8 +151,10 @@ def test_rank_dispatches_params():
         ("mmr", {"lambda": float("nan")}, "mmr: lambda must be between 0 and 1, got nan"),
         ("mmr", {"lambda": "0.5"}, "mmr: lambda must be a number, got '0.5'"),
         ("mmr", {"lambda_": 0.5}, "mmr: unknown parameter 'lambda_' (known: lambda)"),
-        ("hybrid", {"kk": 3}, "hybrid: unknown parameter 'kk' (known: rrf_k)"),
+        ("hybrid", {"kk": 3}, "hybrid: unknown parameter 'kk' (known: fusion, lexical_weight, rrf_k)"),
         ("hybrid", {"rrf_k": -1}, "hybrid: rrf_k must be a non-negative integer, got -1"),
+        ("hybrid", {"fusion": "max"}, "hybrid: fusion must be one of linear, rrf, got 'max'"),
+        ("hybrid", {"lexical_weight": -0.1}, "hybrid: lexical_weight must be a non-negative number, got -0.1"),
         ("hybrid", {"rrf_k": 60.5}, "hybrid: rrf_k must be a non-negative integer, got 60.5"),
         ("truncate", {"b": 1, "a": 2},
          "truncate: unknown parameters 'a', 'b' (known: none)"),
