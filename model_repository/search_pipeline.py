@@ -36,7 +36,7 @@ QUERY_MODELS = {
     "text": {"text": "text_embed"},
     "image": {"text": "clip_text_embed", "image": "clip_image_embed"},
 }
-KNOWN_PARAMS = {"filter", "experiments"}
+KNOWN_PARAMS = {"filter", "experiments", "debug"}
 METADATA_TTL_S = 5.0
 TIE_MARGIN = 8  # extra candidates fetched so that ties at the cut are resolved by id
 TIE_DECIMALS = 5  # scores equal to this many decimals are ties (batching noise is ~1e-7)
@@ -248,7 +248,7 @@ class Searcher:
             self.recorder.observe(scene.name, stage, ms)
         for layer, arm in arms.items():
             self.recorder.count(scene.name, layer, arm.name)
-        return {
+        result = {
             "query": request.query,
             "query_modality": request.modality,
             "collection": request.collection,
@@ -260,6 +260,10 @@ class Searcher:
             "experiments": {layer: arm.name for layer, arm in arms.items()},
             "timings_ms": timings,
         }
+        if request.params.get("debug"):  # how the answer was made, for tuning and the UI
+            result["debug"] = {"query_model": model, "filter": expression, "depth": depth, "candidates": len(hits),
+                               "ranker": ranker, "rank_params": rank_params}
+        return result
 
 
 def ranker_of(arm: Arm) -> tuple[str, dict]:

@@ -159,6 +159,10 @@ def test_layers_apply_their_arms_params():
     assert calls == [{"limit": 48, "filter": '(category == "faq") and (category != "x")', "search_params": {"ef": 64}, "with_vectors": True}]
     assert result["experiments"] == {"qp": "lower", "match": "deep", "rank": "diverse", "summary": "short"}
     assert result["hits"][0]["document"] == {"id": "a", "text": "A"}  # summary keeps only the asked fields
+    assert "debug" not in result
+    debug = searcher.search(request(params={"debug": True, "experiments": {"rank": "diverse"}}))["debug"]
+    assert debug == {"query_model": "custom_embed", "filter": 'category == "faq"', "depth": 40, "candidates": 2,
+                     "ranker": "mmr", "rank_params": {"lambda": 0.0}}
 
 
 def test_hybrid_fetches_candidate_text_and_moves_lexical_matches_up():
