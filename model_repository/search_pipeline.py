@@ -94,6 +94,9 @@ def validate(request: SearchRequest, max_top_k: int, max_query_chars: int) -> No
     unknown = set(request.params) - KNOWN_PARAMS
     if unknown:
         raise SearchError(f"unknown PARAMS keys: {', '.join(sorted(unknown))} (known: {', '.join(sorted(KNOWN_PARAMS))})")
+    forced = request.params.get("experiments", {})
+    if not isinstance(forced, dict) or not all(isinstance(v, str) for v in forced.values()):
+        raise SearchError('PARAMS "experiments" must map layers to arm names, e.g. {"rank": "mmr"}')
 
 
 class Searcher:

@@ -92,6 +92,8 @@ def test_hit_without_document_is_returned_with_null_document():
         ({"params": {"filter": "category = 1"}}, "invalid filter: unexpected character '='"),
         ({"params": {"filter": "secret == 1"}}, "invalid filter: unknown field 'secret'"),
         ({"params": {"experiments": {"rank": "mmr"}}}, "scene 'docs' has no arm 'mmr' in layer 'rank'"),
+        ({"params": {"experiments": ["rank", "mmr"]}}, 'PARAMS "experiments" must map layers to arm names'),
+        ({"params": {"filter": 5}}, "invalid filter: a filter must be a string"),
     ],
 )
 def test_bad_requests_raise_search_error_with_a_clear_message(overrides, message):
