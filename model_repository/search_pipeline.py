@@ -206,6 +206,11 @@ class Searcher:
         except ConfigError as exc:
             raise SearchError(str(exc)) from None
         qp, match, rank_arm, summary = (arms[layer].params for layer in LAYERS)
+        try:  # checked before any model runs: a bad filter costs nothing
+            fields = metadata.get("fields")
+            expression = combine(compile_filter(match.get("filter", ""), fields), compile_filter(request.params.get("filter", ""), fields))
+        except FilterError as exc:
+            raise SearchError(f"invalid filter: {exc}") from None
 
         mark = time.perf_counter()
         model = self.query_model(request, metadata, qp.get("model"))
@@ -216,11 +221,6 @@ class Searcher:
             vector = self.embed(model, "TEXT", qp.get("prefix", "") + text)
         mark = lap("embed", mark)
 
-        try:
-            fields = metadata.get("fields")
-            expression = combine(compile_filter(match.get("filter", ""), fields), compile_filter(request.params.get("filter", ""), fields))
-        except FilterError as exc:
-            raise SearchError(f"invalid filter: {exc}") from None
         ranker, rank_params = ranker_of(arms["rank"])
         depth = max(request.top_k, int(match.get("depth", request.top_k)))
         hits = self.vectors().search(request.collection, vector, limit=depth + TIE_MARGIN, filter=expression,
