@@ -206,7 +206,8 @@ class ConfigWatcher:
     an edit takes effect within about that long, without restarting Triton.
     """
 
-    def __init__(self, path: str | os.PathLike | None, parse: Callable[[str], ExperimentConfig], interval_s: float = 1.0):
+    def __init__(self, path: str | os.PathLike | None, parse: Callable[[str], ExperimentConfig], interval_s: float = 1.0,
+                 background: bool = False):
         self.path = Path(path) if path else None
         self.parse = parse
         self.interval_s = interval_s
@@ -217,6 +218,16 @@ class ConfigWatcher:
         self.last_error: str | None = None
         if self.path:
             self._reload(force=True)
+        if self.path and background:
+            # Each Triton instance has its own watcher; polling without waiting for requests
+            # makes every instance see every settled version, so a broken edit cannot leave
+            # an idle instance on an older "last good" config than its busy twin.
+            threading.Thread(target=self._poll, name="experiment-config", daemon=True).start()
+
+    def _poll(self) -> None:
+        while True:
+            time.sleep(self.interval_s)
+            self._reload()
 
     def current(self) -> ExperimentConfig:
         if self.path and time.monotonic() - self._checked >= self.interval_s:

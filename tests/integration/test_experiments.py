@@ -185,6 +185,7 @@ def test_config_edits_apply_while_serving_and_broken_edits_are_rejected(served):
         applied = next(t for t, arm in seen if t > changed_at and arm.startswith("fresh")) - changed_at
         assert applied <= 5, f"new arm appeared after {applied:.1f} s"
         print(f"\nconfig edit applied after {applied:.2f} s")
+        time.sleep(2)  # every search instance polls the file: all have the edit by now
         served["config"].write_text("scenes: [this is not valid")
         time.sleep(3)
         broken_from = time.monotonic()

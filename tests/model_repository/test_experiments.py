@@ -142,3 +142,15 @@ def test_watcher_waits_until_a_file_being_written_settles(tmp_path):
 def test_watcher_without_a_file_serves_baselines():
     assert ConfigWatcher(None, parse_config).current() is EMPTY
     assert set(EMPTY.scene_for("x").layers) == set(LAYERS)
+
+
+def test_background_polling_picks_up_edits_without_requests(tmp_path):
+    path = tmp_path / "search.yaml"
+    path.write_text(CONFIG)
+    watcher = ConfigWatcher(path, parse_config, interval_s=0.05, background=True)
+    path.write_text(CONFIG.replace("faq:", "faq3:"))
+    bump_mtime(path, 1)
+    deadline = time.monotonic() + 5
+    while "faq3" not in watcher._config.scenes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "faq3" in watcher._config.scenes  # read by the poller, not by a call to current()
