@@ -109,7 +109,8 @@ class ManagedProcess:
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "w")
-        self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                        preexec_fn=die_with_parent)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -139,6 +140,17 @@ def stop_process_group(process: subprocess.Popen, timeout: float) -> None:
     except ProcessLookupError:
         pass
     process.wait()
+
+
+def die_with_parent() -> None:
+    """In the child: get SIGTERM if `mmsearch serve` itself is killed (even by SIGKILL), so
+    tritonserver and Milvus Lite never outlive it. Linux only; elsewhere a no-op."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def wait_for(check, process: ManagedProcess, timeout: float, what: str) -> None:

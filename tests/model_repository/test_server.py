@@ -95,3 +95,25 @@ def test_cli_without_a_server_fails_with_one_line(cli):
     result = cli("search", "hello", "--collection", "c", "--url", f"localhost:{free_port()}", check=False)
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and "is not reachable or not ready" in result.stderr
+
+
+def test_children_do_not_outlive_a_killed_serve(tmp_path, exported_repository):
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mmsearch"), "serve", "--repository", str(exported_repository), "--data-dir", str(tmp_path),
+         "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        while "mmsearch serve: ready" not in (line := process.stdout.readline()) and line:
+            pass
+        assert port_is_open("127.0.0.1", grpc)
+        process.kill()  # SIGKILL: no chance to clean up, so the children must notice by themselves
+        process.wait(30)
+        deadline = time.monotonic() + 60
+        while port_is_open("127.0.0.1", grpc) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not port_is_open("127.0.0.1", grpc)
+    finally:
+        if process.poll() is None:
+            process.kill()
