@@ -202,13 +202,15 @@ def assign(config: ExperimentConfig, scene: Scene, user_id: str | None, forced: 
 class ConfigWatcher:
     """The current config of a file, re-read when it changes; a broken edit keeps the last good one.
 
-    `current()` is called per request: it stats the file at most every `interval_s`, so
-    an edit takes effect within about that long, without restarting Triton.
+    The file is checked every `interval_s`, by a background poller (`background=True`, as
+    the search model uses it) or else by `current()` itself, so an edit takes effect within
+    about that long, without restarting Triton.
     """
 
     def __init__(self, path: str | os.PathLike | None, parse: Callable[[str], ExperimentConfig], interval_s: float = 1.0,
                  background: bool = False):
         self.path = Path(path) if path else None
+        self.background = bool(self.path and background)
         self.parse = parse
         self.interval_s = interval_s
         self._lock = threading.Lock()
@@ -218,7 +220,7 @@ class ConfigWatcher:
         self.last_error: str | None = None
         if self.path:
             self._reload(force=True)
-        if self.path and background:
+        if self.background:
             # Each Triton instance has its own watcher; polling without waiting for requests
             # makes every instance see every settled version, so a broken edit cannot leave
             # an idle instance on an older "last good" config than its busy twin.
@@ -230,7 +232,8 @@ class ConfigWatcher:
             self._reload()
 
     def current(self) -> ExperimentConfig:
-        if self.path and time.monotonic() - self._checked >= self.interval_s:
+        # With a poller, requests never stat the file: the hot path only reads a reference.
+        if self.path and not self.background and time.monotonic() - self._checked >= self.interval_s:
             self._reload()
         return self._config
 

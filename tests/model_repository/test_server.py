@@ -51,13 +51,18 @@ def test_port_in_use_is_named(tmp_path, exported_repository, cli):
     assert result.stderr.strip() == f"error: port {port} is already in use: stop what holds it or pass --http-port another port"
 
 
-def test_serve_prints_ready_line_and_stops_cleanly_on_sigterm(tmp_path, exported_repository):
-    http, grpc, metrics = free_port(), free_port(), free_port()
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mmsearch"), "serve", "--repository", str(exported_repository), "--data-dir", str(tmp_path),
+def launch_serve(repository, data_dir, http: int, grpc: int, metrics: int) -> subprocess.Popen:
+    """`mmsearch serve` as a user starts it, with its output readable line by line."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "mmsearch"), "serve", "--repository", str(repository), "--data-dir", str(data_dir),
          "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+
+
+def test_serve_prints_ready_line_and_stops_cleanly_on_sigterm(tmp_path, exported_repository):
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    process = launch_serve(exported_repository, tmp_path, http, grpc, metrics)
     try:
         lines = []
         deadline = time.monotonic() + 300
@@ -99,11 +104,7 @@ def test_cli_without_a_server_fails_with_one_line(cli):
 
 def test_children_do_not_outlive_a_killed_serve(tmp_path, exported_repository):
     http, grpc, metrics = free_port(), free_port(), free_port()
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mmsearch"), "serve", "--repository", str(exported_repository), "--data-dir", str(tmp_path),
-         "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    process = launch_serve(exported_repository, tmp_path, http, grpc, metrics)
     try:
         while "mmsearch serve: ready" not in (line := process.stdout.readline()) and line:
             pass
