@@ -22,8 +22,11 @@ $(STAMP): pyproject.toml Makefile
 demo: install
 	$(BIN)/mmsearch demo
 
+# Debian packages the tests need, as PACKAGE=a file it installs: the FAQ corpus and the UI test's browser.
+TEST_DEB_PACKAGES := debian-faq=/usr/share/doc/debian/FAQ/index.en.html chromium=/usr/bin/chromium
+
 test: install
-	bash scripts/ensure-debian-faq.sh
+	bash scripts/ensure-debian-packages.sh $(TEST_DEB_PACKAGES)
 	$(BIN)/pytest
 
 test-unit: install

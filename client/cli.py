@@ -1,8 +1,9 @@
-"""The `mmsearch` command line: export, serve, index, search, eval, demo."""
+"""The `mmsearch` command line: export, serve, index, search, eval, ui, demo."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from mmsearch.client.search_client import DEFAULT_URL, PROTOCOLS, ClientError, SearchClient
-from mmsearch.settings import ENV_DATA_DIR, ENV_EXPERIMENTS, ENV_MILVUS_URI, ENV_MONGO_URI, StoreSettings
+from mmsearch.client.search_client import DEFAULT_URL, PROTOCOLS, ClientError, SearchClient, describe_document
+from mmsearch.settings import ENV_DATA_DIR, ENV_EXPERIMENTS, ENV_MILVUS_URI, ENV_MONGO_URI, ENV_PROTOCOL, ENV_URL, StoreSettings
 
 DEFAULT_REPOSITORY = "repository"
 
@@ -42,8 +43,8 @@ def store_options(fn):
 
 
 def client_options(fn):
-    fn = click.option("--protocol", type=click.Choice(PROTOCOLS), default="grpc", show_default=True, help="Triton protocol.")(fn)
-    fn = click.option("--url", default=DEFAULT_URL, show_default=True, help="Triton address HOST:PORT (gRPC port for grpc, HTTP port for http).")(fn)
+    fn = click.option("--protocol", type=click.Choice(PROTOCOLS), default="grpc", show_default=True, envvar=ENV_PROTOCOL, help=f"Triton protocol [env {ENV_PROTOCOL}].")(fn)
+    fn = click.option("--url", default=DEFAULT_URL, show_default=True, envvar=ENV_URL, help=f"Triton address HOST:PORT (gRPC port for grpc, HTTP port for http) [env {ENV_URL}].")(fn)
     return fn
 
 
@@ -256,25 +257,12 @@ def index(input_path, collection, modality, text_field, path_field, id_field, ba
 # ------------------------------------------------------------------ search / eval
 
 
-def document_title(document: dict | None) -> tuple[str, str]:
-    """A headline and a snippet for showing a hit in a terminal."""
-    if not document:
-        return "(document missing from the store)", ""
-    if "width" in document and "height" in document:  # an image: where it is and its size
-        return document.get("file_name", ""), f"{document.get('url') or document.get('path')} ({document['width']}x{document['height']})"
-    fields = [k for k in ("title", "question", "name") if isinstance(document.get(k), str)]
-    texts = [k for k in ("answer", "text", "body", "content", "description") if isinstance(document.get(k), str)]
-    title = document[fields[0]] if fields else ""
-    snippet = document[texts[0]] if texts else json.dumps({k: v for k, v in document.items() if k != "id"}, ensure_ascii=False)
-    return title, (snippet[:160] + "…") if len(snippet) > 160 else snippet
-
-
 def print_result(result: dict) -> None:
     hits = result["hits"]
     asked = "the image" if result.get("query_modality") == "image" else repr(result["query"])
     click.echo(f"{len(hits)} hits for {asked} in {result['collection']} ({result['timings_ms'].get('total', 0):.1f} ms)")
     for rank, hit in enumerate(hits, start=1):
-        title, snippet = document_title(hit["document"])
+        title, snippet = describe_document(hit["document"])
         click.echo(f"{rank:>3}. {hit['score']:.3f}  [{hit['id']}] {title}")
         if snippet:
             click.echo(f"        {snippet}")
@@ -408,21 +396,31 @@ def demo_images(client: SearchClient, settings: StoreSettings) -> None:
 @click.option("--data-dir", default=".mmsearch", show_default=True, type=click.Path(file_okay=False))
 @click.option("--repository", type=click.Path(file_okay=False), help="Model repository [default: <data-dir>/repository, exported on first run].")
 @click.option("--clip-model", default=DEFAULT_CLIP_MODEL, show_default=True, help="CLIP checkpoint (hub name or local dir) for the image part; skipped with a message when it cannot be loaded.")
+@click.option("--ui-port", default=8501, show_default=True, type=click.IntRange(0, 65535), help="Port of the search page (0: no page).")
 @click.option("--exit", "exit_after", is_flag=True, help="Stop the server after the example searches instead of keeping it up.")
-def demo(http_port, grpc_port, metrics_port, data_dir, repository, clip_model, exit_after) -> None:
-    """Export the models, start Triton, index a Q&A corpus (and photos, with CLIP) and search them."""
+def demo(http_port, grpc_port, metrics_port, data_dir, repository, clip_model, ui_port, exit_after) -> None:
+    """Export the models, start Triton, index a Q&A corpus (and photos, with CLIP), search them
+    and open the search page."""
     from mmsearch.indexer.datasets import chatterbot_english, write_jsonl
     from mmsearch.indexer.pipeline import IndexOptions
+    from mmsearch.model_repository.server import check_port_free
+    from mmsearch.ui import start_page
 
+    if ui_port:
+        check_port_free(ui_port, "--ui-port")  # before minutes of export, not after
     settings = StoreSettings.resolve(data_dir)
     repository = Path(repository) if repository else settings.data_dir / "repository"
     with_images = demo_export(repository, clip_model)
     server = start_server(repository, settings, http_port, grpc_port, metrics_port)
+    page = None
     try:
         corpus = write_jsonl(chatterbot_english(), settings.data_dir / "chatterbot-english.jsonl")
         client = ready_client(f"localhost:{grpc_port}", "grpc")
         options = IndexOptions("chatterbot", text_field="question")
         click.echo(run_index(client, settings, corpus, options, progress=sys.stderr.isatty()).summary())
+        if ui_port:
+            page = start_page(f"localhost:{grpc_port}", "grpc", ui_port, settings.data_dir / "logs" / "streamlit.log")
+            click.echo(f"search page: http://localhost:{ui_port}")
         for query in DEMO_QUERIES:
             click.echo("")
             print_result(client.search(query, "chatterbot", top_k=3))
@@ -436,12 +434,31 @@ def demo(http_port, grpc_port, metrics_port, data_dir, repository, clip_model, e
             f"  .venv/bin/mmsearch search 'what is your favourite food' --collection chatterbot\n"
             + ("  .venv/bin/mmsearch search 'a red bird' --collection photos\n" if with_images else "")
             + f"  curl -s localhost:{http_port}/v2/models/search/config\n"
-            "Press Ctrl-C to stop."
+            + (f"Search page: http://localhost:{ui_port}\n" if page else "")
+            + "Press Ctrl-C to stop."
         )
         run_until_signalled()
     finally:
+        if page:
+            page.stop()
         click.echo("stopping tritonserver")
         server.stop()
+
+
+@cli.command()
+@click.option("--port", default=8501, show_default=True, type=int, help="Port of the search page.")
+@click.option("--address", default="localhost", show_default=True, help="Interface to listen on (0.0.0.0: every interface).")
+@client_options
+def ui(port, address, url, protocol) -> None:
+    """Open the search page (Streamlit) for a running Triton; Ctrl-C stops it."""
+    from mmsearch.model_repository.server import check_port_free
+    from mmsearch.ui import streamlit_command, streamlit_env
+
+    check_port_free(port, "--port")
+    click.echo(f"mmsearch ui: http://{address}:{port} (Triton at {url} over {protocol}); Ctrl-C stops it")
+    sys.stdout.flush()
+    command = streamlit_command(port, address)
+    os.execve(command[0], command, streamlit_env(url, protocol))
 
 
 def main() -> None:

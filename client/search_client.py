@@ -68,6 +68,17 @@ class SearchClient:
         if not self.is_ready():
             raise ClientError(f"Triton at {self.url} ({self.protocol}) is not reachable or not ready: start it with `mmsearch serve`")
 
+    def models(self) -> dict[str, str]:
+        """Model name -> state (READY, UNAVAILABLE, ...) from the server's repository index."""
+        index = self._call("reading the model repository index", self._client.get_model_repository_index)
+        if self.protocol == "grpc":
+            return {model.name: model.state or "UNKNOWN" for model in index.models}
+        return {model["name"]: model.get("state", "UNKNOWN") for model in index}
+
+    def catalog(self) -> list[dict]:
+        """The collections the server can search, with size, modality and experiment arms."""
+        return self.search("", "", params={"catalog": True})["collections"]
+
     def embedding_dim(self, model: str = "text_embed") -> int:
         config = self._call(f"reading {model} config", lambda: self._client.get_model_config(model))
         if self.protocol == "grpc":
@@ -118,3 +129,16 @@ class SearchClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def describe_document(document: dict | None, snippet_chars: int = 160) -> tuple[str, str]:
+    """A headline and a snippet for showing a hit to a person (terminal or UI)."""
+    if not document:
+        return "(document missing from the store)", ""
+    if "width" in document and "height" in document:  # an image: where it is and its size
+        return document.get("file_name", ""), f"{document.get('url') or document.get('path')} ({document['width']}x{document['height']})"
+    fields = [k for k in ("title", "question", "name") if isinstance(document.get(k), str)]
+    texts = [k for k in ("answer", "text", "body", "content", "description") if isinstance(document.get(k), str)]
+    title = document[fields[0]] if fields else ""
+    snippet = document[texts[0]] if texts else json.dumps({k: v for k, v in document.items() if k != "id"}, ensure_ascii=False)
+    return title, (snippet[:snippet_chars] + "…") if len(snippet) > snippet_chars else snippet

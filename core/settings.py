@@ -16,6 +16,8 @@ from pathlib import Path
 ENV_MILVUS_URI = "MMSEARCH_MILVUS_URI"
 ENV_MONGO_URI = "MMSEARCH_MONGO_URI"
 ENV_DATA_DIR = "MMSEARCH_DATA_DIR"
+ENV_URL = "MMSEARCH_URL"  # where clients (CLI, UI, indexer job) reach Triton: HOST:PORT
+ENV_PROTOCOL = "MMSEARCH_PROTOCOL"  # grpc | http
 ENV_EXPERIMENTS = "MMSEARCH_EXPERIMENTS"  # the search model's experiment config (YAML), hot-reloaded
 DEFAULT_DATA_DIR = ".mmsearch"
 # Written by `mmsearch serve` when it runs the embedded Milvus Lite as a server, so

@@ -123,10 +123,8 @@ def debian_faq(root: Path | None = None, lang: str = "en") -> FaqDataset:
     # index.<lang>.html is the title page + whole-book TOC, not a chapter.
     pages = sorted(p for p in base.glob(f"*.{suffix}.html") if not p.name.startswith("index."))
     if not pages:
-        hint = "scripts/ensure-debian-faq.sh" if package == "debian-faq" else f"apt-get install -y {package}"
         raise FileNotFoundError(
-            f"Debian FAQ ({lang}) not found under {base}: install it with "
-            f"`apt-get install -y {package}` (as root), or run {hint}"
+            f"Debian FAQ ({lang}) not found under {base}: install it with `apt-get install -y {package}` (as root)"
         )
 
     documents = []

@@ -36,7 +36,7 @@ QUERY_MODELS = {
     "text": {"text": "text_embed"},
     "image": {"text": "clip_text_embed", "image": "clip_image_embed"},
 }
-KNOWN_PARAMS = {"filter", "experiments", "debug"}
+KNOWN_PARAMS = {"filter", "experiments", "debug", "catalog"}
 METADATA_TTL_S = 5.0
 TIE_MARGIN = 8  # extra candidates fetched so that ties at the cut are resolved by id
 TIE_DECIMALS = 5  # scores equal to this many decimals are ties (batching noise is ~1e-7)
@@ -163,9 +163,37 @@ class Searcher:
         return metadata
 
     def search(self, request: SearchRequest) -> dict:
+        if request.params.get("catalog") is True:  # asks what can be searched, not a search
+            return self._guarded(self.catalog)
         validate(request, self.max_top_k, self.max_query_chars)
+        return self._guarded(lambda: self._search(request))
+
+    def catalog(self) -> dict:
+        """Each collection this server can search: size, modality, query kinds, filter fields and
+        the arms of its scene per layer (what a UI lists and lets a user force)."""
+        config = self.experiments()
+        collections = []
+        for name in sorted(self.vectors().collections()):
+            metadata = self.collection_metadata(name)
+            modality = metadata.get("modality", "text")
+            scene = config.scene_for(name)
+            collections.append({
+                "name": name,
+                "modality": modality,
+                "size": self.vectors().count(name),
+                "queries": sorted(metadata.get("query_models") or QUERY_MODELS.get(modality, {})),
+                "fields": metadata.get("fields", []),
+                "text_field": metadata.get("text_field", ""),
+                "scene": scene.name,
+                "layers": {layer: [arm.name for arm in scene.layers.get(layer, ())] for layer in LAYERS},
+            })
+        return {"collections": collections}
+
+    def _guarded(self, answer: Callable[[], dict]) -> dict:
+        """Store and ranking failures become a SearchError naming the cause; a broken store
+        connection is dropped so the next request reconnects."""
         try:
-            return self._search(request)
+            return answer()
         except (UnknownCollection, RankError) as exc:
             raise SearchError(str(exc)) from None
         except StoreError as exc:

@@ -4,6 +4,7 @@ stopped by the tests themselves, and one exported model repository per session."
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -229,6 +230,16 @@ def build_tiny_clip(path: Path, *, merges: int = 1000, seed: int = 0) -> Path:
 def tiny_clip_dir(tmp_path_factory) -> Path:
     """A tiny random-weight CLIP checkpoint directory (see build_tiny_clip); tests only."""
     return build_tiny_clip(tmp_path_factory.mktemp("tiny_clip") / "tiny-clip")
+
+
+@pytest.fixture(scope="session")
+def clip_repository(tmp_path_factory, exported_repository, tiny_clip_dir):
+    """Text (MiniLM) and the tiny CLIP in one repository: CLIP exported into a copy of the text
+    one through the CLI. Returns the repository and the export run (its parity report)."""
+    repo = tmp_path_factory.mktemp("clip-repo") / "repository"
+    shutil.copytree(exported_repository, repo)
+    export = mmsearch_cli("export", "--clip-model", str(tiny_clip_dir), "--repository", str(repo), "--backend", "python")
+    return repo, export
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """`mmsearch demo` (what `make demo` runs) reaches its example searches with real results."""
 
+import re
 import shutil
 
 import pytest
@@ -10,7 +11,8 @@ pytestmark = pytest.mark.integration
 
 
 def run_demo(cli, data_dir, repository, *extra):
-    ports = ["--http-port", str(free_port()), "--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
+    ports = ["--http-port", str(free_port()), "--grpc-port", str(free_port()), "--metrics-port", str(free_port()),
+             "--ui-port", str(free_port())]
     return cli("demo", "--exit", "--data-dir", str(data_dir), "--repository", str(repository), *ports, *extra)
 
 
@@ -21,6 +23,7 @@ def test_demo_without_clip_weights_says_so_and_searches_text(tmp_path, exported_
     assert "image search is off in this demo: CLIP weights for 'openai/clip-vit-base-patch32' could not be loaded" in out
     assert "collection now holds 2025 vectors and 2025 documents" in out
     assert "3 hits for 'tell me a joke' in chatterbot" in out
+    assert re.search(r"^search page: http://localhost:\d+$", out, re.M)  # started and answering its health check
     assert "[humor-" in out  # the joke query finds the humour category first
     assert out.rstrip().endswith("stopping tritonserver")
 

@@ -11,7 +11,7 @@ from mmsearch.indexer.datasets import FaqDataset, chatterbot_english, debian_faq
 def faq() -> FaqDataset:
     try:
         return debian_faq()
-    except FileNotFoundError as e:  # the Makefile runs scripts/ensure-debian-faq.sh first
+    except FileNotFoundError as e:  # `make test` installs debian-faq first
         pytest.fail(str(e))
 
 

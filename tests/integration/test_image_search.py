@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import shutil
 import struct
 import threading
 import zlib
@@ -60,11 +59,8 @@ def gallery(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, exported_repository, tiny_clip_dir, start_triton, gallery, cli):
-    """Text (MiniLM) and CLIP in one repository: CLIP exported into a copy of the text one."""
-    repo = tmp_path_factory.mktemp("clip-repo") / "repository"
-    shutil.copytree(exported_repository, repo)
-    export = cli("export", "--clip-model", str(tiny_clip_dir), "--repository", str(repo), "--backend", "python")
+def served(tmp_path_factory, clip_repository, start_triton, gallery, cli):
+    repo, export = clip_repository
     data_dir = tmp_path_factory.mktemp("clip-data")
     server = start_triton(repo, StoreSettings.resolve(data_dir))
     url = f"localhost:{server.ports.grpc}"

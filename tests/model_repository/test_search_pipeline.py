@@ -18,6 +18,12 @@ class FakeVectors:
             raise UnknownCollection(name, self.known)
         return {"modality": "image" if name == "photos" else "text", "text_field": "text", "fields": ["category"]}
 
+    def collections(self):
+        return list(self.known)
+
+    def count(self, name):
+        return 16 if name == "photos" else len(self.hits)
+
     def search(self, name, vector, limit, **kwargs):
         self.calls.append({"limit": limit, **kwargs})
         return [Hit(doc_id, score, np.array(vec, dtype=np.float32) if kwargs.get("with_vectors") else None)
@@ -196,3 +202,30 @@ def test_exact_ties_are_ordered_by_id_even_across_the_cut():
     hits = (("z", 0.5, [1, 0]), ("top", 0.9, [1, 0]), ("b", 0.50000001, [1, 0]), ("a", 0.49999999, [1, 0]))
     result = make_searcher(hits=hits, docs={}).search(request(top_k=2))
     assert [h["id"] for h in result["hits"]] == ["top", "a"]
+
+
+def test_catalog_lists_collections_with_size_query_kinds_and_scene_arms():
+    config = """
+scenes:
+  docs:
+    layers:
+      rank:
+        - {name: truncate, ratio: 0.5}
+        - {name: mmr, ratio: 0.5, params: {lambda: 0.7}}
+"""
+    catalog = make_searcher(config=config).search(request(query="", collection="", params={"catalog": True}))
+    docs, photos = catalog["collections"]
+    assert docs == {"name": "docs", "modality": "text", "size": 2, "queries": ["text"], "fields": ["category"],
+                    "text_field": "text", "scene": "docs",
+                    "layers": {"qp": ["baseline"], "match": ["baseline"], "rank": ["truncate", "mmr"], "summary": ["baseline"]}}
+    assert (photos["name"], photos["modality"], photos["size"], photos["queries"]) == ("photos", "image", 16, ["image", "text"])
+    assert photos["layers"]["rank"] == ["baseline"]  # no scene: the baseline arms
+
+
+def test_catalog_reports_a_store_that_is_down():
+    def down():
+        raise StoreError("cannot connect to Milvus at http://x:19530: refused")
+
+    searcher = Searcher(lambda *a: None, down, lambda: FakeDocuments({}))
+    with pytest.raises(SearchError, match="cannot connect to Milvus"):
+        searcher.search(request(params={"catalog": True}))
