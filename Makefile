@@ -15,15 +15,17 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[export,test]"
+	$(BIN)/pip install -q -e ".[export,test,bench,ui]"
 	$(BIN)/pip install -q --no-deps nvidia-pytriton==0.7.0 milvus==2.3.5
 	touch $(STAMP)
 
 demo: install
 	$(BIN)/mmsearch demo
 
-# Debian packages the tests need, as PACKAGE=a file it installs: the FAQ corpus and the UI test's browser.
-TEST_DEB_PACKAGES := debian-faq=/usr/share/doc/debian/FAQ/index.en.html chromium=/usr/bin/chromium
+# Debian packages the tests need, as PACKAGE=a file it installs: the FAQ corpus, the UI test's
+# browser and the library perf_analyzer links (for mmsearch bench).
+TEST_DEB_PACKAGES := debian-faq=/usr/share/doc/debian/FAQ/index.en.html chromium=/usr/bin/chromium \
+	libb64-0d=/usr/lib/x86_64-linux-gnu/libb64.so.0d
 
 test: install
 	bash scripts/ensure-debian-packages.sh $(TEST_DEB_PACKAGES)

@@ -1,4 +1,4 @@
-"""The `mmsearch` command line: export, serve, index, search, eval, ui, demo."""
+"""The `mmsearch` command line: export, serve, index, search, eval, ui, demo, bench."""
 
 from __future__ import annotations
 
@@ -26,13 +26,15 @@ class Failure(click.ClickException):
 
 
 def known_errors() -> tuple[type[BaseException], ...]:
-    from mmsearch.export.repository import RenderError
+    from mmsearch.client.bench import BenchError
     from mmsearch.export.errors import ExportError
+    from mmsearch.export.repository import RenderError
     from mmsearch.indexer.pipeline import IndexingError
     from mmsearch.model_repository.server import ServerError
     from mmsearch.stores import StoreError, UnknownCollection
+    from mmsearch.ui import PageError
 
-    return (ClientError, ExportError, RenderError, IndexingError, ServerError, StoreError, UnknownCollection)
+    return (BenchError, PageError, ClientError, ExportError, RenderError, IndexingError, ServerError, StoreError, UnknownCollection)
 
 
 def store_options(fn):
@@ -452,13 +454,62 @@ def demo(http_port, grpc_port, metrics_port, data_dir, repository, clip_model, u
 def ui(port, address, url, protocol) -> None:
     """Open the search page (Streamlit) for a running Triton; Ctrl-C stops it."""
     from mmsearch.model_repository.server import check_port_free
-    from mmsearch.ui import streamlit_command, streamlit_env
+    from mmsearch.ui import require_streamlit, streamlit_command, streamlit_env
 
+    require_streamlit()
     check_port_free(port, "--port")
     click.echo(f"mmsearch ui: http://{address}:{port} (Triton at {url} over {protocol}); Ctrl-C stops it")
     sys.stdout.flush()
     command = streamlit_command(port, address)
     os.execve(command[0], command, streamlit_env(url, protocol))
+
+
+def machine_description() -> str:
+    import platform
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else platform.machine()
+    return f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+
+
+@cli.command()
+@click.option("--repository", type=click.Path(file_okay=False), help="Repository with text_embed and search [default: <data-dir>/repository, exported on first run].")
+@click.option("--data-dir", default=".mmsearch", show_default=True, type=click.Path(file_okay=False), help="Where the default repository lives (the bench's own stores are temporary).")
+@click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(1, 120), help="perf_analyzer measurement window; (a) and (b) run three windows long.")
+@click.option("--concurrency", default="1,4,16", show_default=True, help="Concurrency levels for (b), (c) and (d).")
+@click.option("--out", default="bench-results", show_default=True, type=click.Path(file_okay=False), help="Where bench.md and bench.json go.")
+@click.option("--scale", type=click.IntRange(1), help="Instead: search latency and memory over this many random vectors (e.g. 1000000).")
+@click.option("--store", type=click.Choice(["server", "lite"]), default="server", show_default=True, help="With --scale: milvus-server (started from the milvus wheel) or Milvus Lite.")
+@click.option("--index-type", type=click.Choice(["FLAT", "IVF_FLAT", "HNSW"]), default="IVF_FLAT", show_default=True, help="With --scale: the Milvus index (IVF_FLAT: 1,024 lists, 16 probed).")
+def bench(repository, data_dir, seconds, concurrency, out, scale, store, index_type) -> None:
+    """Measure raw onnxruntime, a naive HTTP service, Triton text_embed and search, and indexing.
+
+    \b
+    (a) onnxruntime in this process: the encoder's limit on this machine
+    (b) HTTP + sentence-transformers per request + the same Milvus search
+    (c) Triton text_embed and (d) Triton search, driven by perf_analyzer
+    (e) indexing through Triton; and text_embed with dynamic batching off.
+    Each figure is also given as a ratio to (a) or (b) from the same run.
+    """
+    from mmsearch.client.bench import BenchOptions, run_bench, run_scale, write_report
+
+    try:
+        levels = tuple(sorted({int(level) for level in concurrency.split(",")}))
+    except ValueError:
+        raise click.BadParameter(f"{concurrency!r}: give comma-separated integers, e.g. 1,4,16", param_hint="--concurrency") from None
+    repository = Path(repository) if repository else StoreSettings.resolve(data_dir).data_dir / "repository"
+    if not (repository / "text_embed" / "config.pbtxt").exists():
+        export.main(["--repository", str(repository)], standalone_mode=False)
+    progress = lambda message: click.echo(f"bench: {message}", err=True)  # noqa: E731
+    command = ("mmsearch bench " + " ".join(sys.argv[2:])).strip()
+    if scale:
+        rows, memory = run_scale(repository, scale, store, index_type, seconds, levels, progress)
+        markdown, data = write_report(rows, Path(out), command, max(levels), machine_description(), memory, name="bench-scale")
+    else:
+        rows = run_bench(BenchOptions(repository, seconds, levels), progress)
+        markdown, data = write_report(rows, Path(out), command, max(levels), machine_description())
+    click.echo(markdown.read_text())
+    click.echo(f"wrote {markdown} and {data}")
 
 
 def main() -> None:

@@ -63,6 +63,10 @@ def scalar_fields(document: dict, skip: set[str]) -> dict:
     return fields
 
 
+# Build parameters per index type; searches pass their own (nprobe, ef) as match search_params.
+INDEX_BUILD_PARAMS = {"HNSW": {"M": 16, "efConstruction": 200}, "IVF_FLAT": {"nlist": 1024}}
+
+
 class VectorStore:
     """Milvus through pymilvus' MilvusClient: Milvus Lite (a path) or a server (a URL)."""
 
@@ -118,7 +122,7 @@ class VectorStore:
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         index_params = self.client.prepare_index_params()
-        params = {"M": 16, "efConstruction": 200} if index_type == "HNSW" else {}
+        params = INDEX_BUILD_PARAMS.get(index_type, {})
         index_params.add_index(field_name="vector", index_type=index_type, metric_type="IP", params=params)
         self.client.create_collection(
             name, schema=schema, index_params=index_params, consistency_level="Strong",

@@ -14,6 +14,17 @@ MAX_UPLOAD_MB = 32  # the search model refuses query images over 32 MiB anyway
 PRIMARY_COLOR = "#1f6feb"  # Streamlit's default red makes a focused query box look like an error
 
 
+class PageError(RuntimeError):
+    pass
+
+
+def require_streamlit() -> None:
+    try:
+        import streamlit  # noqa: F401
+    except ImportError:
+        raise PageError("the search page needs Streamlit: pip install 'mmsearch[ui]'") from None
+
+
 def streamlit_command(port: int, address: str = "localhost") -> list[str]:
     return [
         sys.executable, "-m", "streamlit", "run", str(APP),
@@ -41,6 +52,7 @@ def start_page(url: str, protocol: str, port: int, log_path: Path, address: str 
     """The page as a background process (for `mmsearch demo`), returned once it answers."""
     from mmsearch.model_repository.server import ManagedProcess, check_port_free, wait_for
 
+    require_streamlit()
     check_port_free(port, "--ui-port")
     process = ManagedProcess("streamlit", streamlit_command(port, address), log_path, env=streamlit_env(url, protocol))
     try:
