@@ -17,6 +17,7 @@ from another day or machine.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -35,6 +36,7 @@ from mmsearch.model_repository.server import ManagedProcess, Ports, TritonServer
 from mmsearch.settings import StoreSettings
 
 CONCURRENCY = (1, 4, 16)
+INDEX_COPIES = 3
 COLLECTION = "bench_faq"
 TOP_K = 10
 LIBB64 = Path("/usr/lib/x86_64-linux-gnu/libb64.so.0d")
@@ -99,18 +101,35 @@ def raw_encoder(repository: Path, cores: int) -> Callable[[Sequence[str]], np.nd
     return encode
 
 
-def bench_raw(encode, texts: Sequence[str], batch_size: int, seconds: float, system: str, unit: str) -> Row:
-    """Batches over `texts` (cycling) for at least `seconds`; latency is per batch."""
+def bench_raw(encoders: Sequence[Callable], texts: Sequence[str], batch_size: int, seconds: float, system: str, unit: str) -> Row:
+    """Each encoder in its own thread (onnxruntime releases the GIL) takes the next batch of
+    `texts`: cycling for at least `seconds`, or once through when `seconds` is 0 (as the
+    indexer does). Latency is per batch."""
     batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
-    encode(batches[0])
-    latencies, done, started = [], 0, time.perf_counter()
-    while time.perf_counter() - started < seconds or done < len(texts):
-        batch = batches[len(latencies) % len(batches)]
-        t0 = time.perf_counter()
-        encode(batch)
-        latencies.append(time.perf_counter() - t0)
-        done += len(batch)
-    return Row("a", system, None, done / (time.perf_counter() - started), unit, *percentiles_ms(latencies))
+    for encode in encoders:
+        encode(batches[0])
+    latencies: list[float] = []
+    done = [0] * len(encoders)
+    turns = itertools.count()
+    started = time.perf_counter()
+
+    def worker(k: int) -> None:
+        while True:
+            turn = next(turns)
+            if turn >= len(batches) and time.perf_counter() - started >= seconds:
+                return
+            batch = batches[turn % len(batches)]
+            t0 = time.perf_counter()
+            encoders[k](batch)
+            latencies.append(time.perf_counter() - t0)
+            done[k] += len(batch)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(len(encoders))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return Row("a", system, None, sum(done) / (time.perf_counter() - started), unit, *percentiles_ms(latencies))
 
 
 # --------------------------------------------------------------------------- (c), (d) perf_analyzer
@@ -190,12 +209,17 @@ def http_load(url: str, payloads: Sequence[dict], concurrency: int, seconds: flo
         while time.perf_counter() < deadline:
             body = json.dumps(payloads[i % len(payloads)])
             t0 = time.perf_counter()
-            connection.request("POST", "/search", body, {"Content-Type": "application/json"})
-            response = connection.getresponse()
-            response.read()
+            try:
+                connection.request("POST", "/search", body, {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                response.read()
+                failure = None if response.status == 200 else f"HTTP {response.status}"
+            except (OSError, http.client.HTTPException) as exc:
+                failure = f"{exc.__class__.__name__}: {exc}"
+                connection.close()  # reconnects on the next request
             elapsed = time.perf_counter() - t0
             with lock:
-                (latencies if response.status == 200 else errors).append(elapsed if response.status == 200 else str(response.status))
+                (errors if failure else latencies).append(failure or elapsed)
             i += concurrency
         connection.close()
 
@@ -206,7 +230,8 @@ def http_load(url: str, payloads: Sequence[dict], concurrency: int, seconds: flo
     for thread in threads:
         thread.join()
     if errors or not latencies:
-        raise BenchError(f"the naive service answered {len(errors)} errors (e.g. HTTP {errors[:1]}) and {len(latencies)} successes")
+        raise BenchError(f"the naive service failed {len(errors)} requests (first: {errors[0] if errors else 'none'}) "
+                         f"and answered {len(latencies)}")
     return Row("b", "naive HTTP + sentence-transformers + Milvus", concurrency, len(latencies) / (time.perf_counter() - started),
                "queries/s", *percentiles_ms(latencies))
 
@@ -265,6 +290,8 @@ class BenchOptions:
     seconds: float = 5.0  # perf_analyzer measurement window; (a) and (b) run 3x as long
     levels: tuple[int, ...] = CONCURRENCY
     cores: int = os.cpu_count() or 1
+    milvus_uri: str | None = None  # default: Milvus Lite; (b) and (d) always share one Milvus
+    mongo_uri: str | None = None  # default: the embedded document store
 
 
 def run_bench(options: BenchOptions, progress: Callable[[str], None] = print) -> list[Row]:
@@ -276,21 +303,33 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = print) ->
     perf_analyzer_env(), perf_analyzer_binary()  # fail before minutes of work, not after
     faq = debian_faq()
     queries = [q["query"] for q in faq.queries]
-    answers = [d["answer"] for d in faq.documents]
+    # (e) and its baseline index the FAQ three times over (441 documents, fresh ids), so that
+    # the last, partly filled batches weigh little in either.
+    documents = [{**doc, "id": f"{doc['id']}#{copy}"} for copy in range(INDEX_COPIES) for doc in faq.documents]
+    answers = [d["answer"] for d in documents]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="mmsearch-bench-") as scratch:
         work = Path(scratch)
-        settings = StoreSettings.resolve(work / "data")
-        corpus = write_jsonl(faq.documents, work / "faq.jsonl")
+        settings = StoreSettings.resolve(work / "data", options.milvus_uri, options.mongo_uri)
+        corpus = write_jsonl(documents, work / "faq.jsonl")
 
+        # (a) both ways onnxruntime can use the cores: one session with a thread per core, or a
+        # single-threaded session per core side by side. The best is the limit (c) is held to.
         progress("(a) raw onnxruntime in this process")
-        encode = raw_encoder(options.repository, options.cores)
         long = options.seconds * 3
-        raw_queries = [bench_raw(encode, queries, size, long, f"onnxruntime in-process, batch {size}", "queries/s") for size in (1, 32)]
-        raw_docs = bench_raw(encode, answers, 32, long, "onnxruntime in-process, documents, batch 32", "docs/s")
+        wide = [raw_encoder(options.repository, options.cores)]
+        narrow = [raw_encoder(options.repository, 1) for _ in range(options.cores)]
+        raw_queries = [
+            bench_raw(wide, queries, 1, long, f"onnxruntime in-process, 1 session × {options.cores} threads, batch 1", "queries/s"),
+            bench_raw(wide, queries, 32, long, f"onnxruntime in-process, 1 session × {options.cores} threads, batch 32", "queries/s"),
+            bench_raw(narrow, queries, 1, long, f"onnxruntime in-process, {options.cores} sessions × 1 thread, batch 1", "queries/s"),
+        ]
+        raw_docs = max((bench_raw(encoders, answers, 32, 0, f"onnxruntime in-process, {len(answers)} documents, {layout}, batch 32", "docs/s")
+                        for encoders, layout in ((wide, f"1 session × {options.cores} threads"), (narrow, f"{options.cores} sessions × 1 thread"))),
+                       key=lambda row: row.throughput)
         rows += [*raw_queries, raw_docs]
         limit = max(raw_queries, key=lambda row: row.throughput)
-        del encode
+        del wide, narrow
 
         server = TritonServer(options.repository, settings, Ports(free_port(), free_port(), free_port())).start()
         url = f"localhost:{server.ports.grpc}"
@@ -343,6 +382,7 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = print) ->
 
 SCALE_COLLECTION = "bench_scale"
 SCALE_NPROBE = 16
+SCALE_CONSISTENCY = ("Strong", "Bounded")
 MILVUS_HEALTH = "http://127.0.0.1:9091/healthz"  # milvus-server's fixed health port
 
 
@@ -400,14 +440,13 @@ def fill_random(settings: StoreSettings, count: int, dim: int, index_type: str, 
             block = rng.standard_normal((size, dim), dtype=np.float32)
             block /= np.linalg.norm(block, axis=1, keepdims=True)
             docs = [{"id": f"v{i}", "title": f"random vector {i}"} for i in range(start, start + size)]
-            vectors.upsert(SCALE_COLLECTION, [d["id"] for d in docs], block, docs, skip={"title"})
+            vectors.upsert(SCALE_COLLECTION, [d["id"] for d in docs], block, docs, skip={"title"}, fresh=True)
             documents.upsert(SCALE_COLLECTION, docs)
         progress("flushing and building the index")
         vectors.flush(SCALE_COLLECTION)
-        while True:  # a server builds indexes in the background; wait until every row is indexed
-            described = vectors.client.describe_index(SCALE_COLLECTION, "vector") or {}
-            if not described.get("pending_index_rows") and described.get("indexed_rows", count) >= count:
-                break
+        # A server builds indexes in the background; wait until every row is indexed. (Its
+        # pending_index_rows can stay above 0 for segments that compaction has replaced.)
+        while (vectors.client.describe_index(SCALE_COLLECTION, "vector") or {}).get("indexed_rows", count) < count:
             time.sleep(2)
         vectors.load(SCALE_COLLECTION)
         if vectors.count(SCALE_COLLECTION) != count:
@@ -434,10 +473,13 @@ def run_scale(repository: Path, count: int, store: str, index_type: str, seconds
             progress("starting milvus-server")
             milvus, uri = start_milvus_server(work)
         settings = StoreSettings.resolve(work / "data", uri if milvus else None)
-        # IVF probes SCALE_NPROBE of its 1,024 lists; FLAT scans everything.
+        # IVF probes SCALE_NPROBE of its 1,024 lists; FLAT scans everything. Two match arms:
+        # Strong (the default: sees every write) and Bounded (no wait for the time tick).
+        search_params = {"nprobe": SCALE_NPROBE} if index_type.startswith("IVF") else {}
         experiments = work / "experiments.yaml"
         experiments.write_text(json.dumps({"scenes": {SCALE_COLLECTION: {"layers": {"match": [
-            {"name": "scale", "ratio": 1.0, "params": {"search_params": {"nprobe": SCALE_NPROBE} if index_type.startswith("IVF") else {}}}]}}}}))
+            {"name": level, "ratio": 0.5, "params": {"search_params": search_params, "consistency": level}}
+            for level in SCALE_CONSISTENCY]}}}}))
         server = TritonServer(repository, settings, Ports(free_port(), free_port(), free_port()), experiments).start()
         try:
             with SearchClient(f"localhost:{server.ports.grpc}") as client:
@@ -445,9 +487,13 @@ def run_scale(repository: Path, count: int, store: str, index_type: str, seconds
             progress(f"inserting {count:,} random {dim}-d unit vectors into {store}")
             fill_seconds = fill_random(settings, count, dim, index_type, progress)
             store_pid = (milvus or server.milvus).process.pid
-            data = [{"QUERY": [q], "COLLECTION": [SCALE_COLLECTION], "TOP_K": [TOP_K]} for q in queries]
-            system = f"search top-{TOP_K}, {count:,} × {dim} in {'milvus-server 2.3' if milvus else 'Milvus Lite'} ({index_type})"
-            rows = perf_rows("scale", "search", system, f"localhost:{server.ports.grpc}", data, levels, work, seconds, progress)
+            where = f"{count:,} × {dim} in {'milvus-server 2.3' if milvus else 'Milvus Lite'} ({index_type})"
+            rows = []
+            for level in SCALE_CONSISTENCY:
+                params = json.dumps({"experiments": {"match": level}})
+                data = [{"QUERY": [q], "COLLECTION": [SCALE_COLLECTION], "TOP_K": [TOP_K], "PARAMS": [params]} for q in queries]
+                rows += perf_rows("scale", "search", f"search top-{TOP_K}, {where}, {level}", f"localhost:{server.ports.grpc}",
+                                  data, levels, work, seconds, progress)
             memory = {"store_rss_mib": round(process_group_rss_mib(store_pid)), "triton_rss_mib": round(process_group_rss_mib(server.triton.process.pid)),
                       "insert_and_index_s": round(fill_seconds, 1), "vectors": count, "dim": dim, "store": store, "index_type": index_type}
         finally:

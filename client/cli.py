@@ -139,7 +139,7 @@ def export(text_model, clip_model, clip_text_model, repository, backend, device,
         raise click.UsageError("--clip-text-model needs --clip-model (the image tower it was aligned to)")
     if clip_model:
         models += export_clip_towers(clip_model, repo, options, clip_text_model)
-    models += repo_mod.render_search_model(repo)
+    models += repo_mod.render_search_model(repo, options)
     click.echo(f"wrote {', '.join(models)} to {repo} in {time.perf_counter() - started:.1f} s")
 
 
@@ -478,10 +478,12 @@ def machine_description() -> str:
 @click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(1, 120), help="perf_analyzer measurement window; (a) and (b) run three windows long.")
 @click.option("--concurrency", default="1,4,16", show_default=True, help="Concurrency levels for (b), (c) and (d).")
 @click.option("--out", default="bench-results", show_default=True, type=click.Path(file_okay=False), help="Where bench.md and bench.json go.")
+@click.option("--milvus-uri", help="Milvus server for (b), (d) and (e) [default: a temporary Milvus Lite].")
+@click.option("--mongo-uri", help="MongoDB for the documents [default: a temporary embedded store].")
 @click.option("--scale", type=click.IntRange(1), help="Instead: search latency and memory over this many random vectors (e.g. 1000000).")
 @click.option("--store", type=click.Choice(["server", "lite"]), default="server", show_default=True, help="With --scale: milvus-server (started from the milvus wheel) or Milvus Lite.")
 @click.option("--index-type", type=click.Choice(["FLAT", "IVF_FLAT", "HNSW"]), default="IVF_FLAT", show_default=True, help="With --scale: the Milvus index (IVF_FLAT: 1,024 lists, 16 probed).")
-def bench(repository, data_dir, seconds, concurrency, out, scale, store, index_type) -> None:
+def bench(repository, data_dir, seconds, concurrency, out, milvus_uri, mongo_uri, scale, store, index_type) -> None:
     """Measure raw onnxruntime, a naive HTTP service, Triton text_embed and search, and indexing.
 
     \b
@@ -506,7 +508,7 @@ def bench(repository, data_dir, seconds, concurrency, out, scale, store, index_t
         rows, memory = run_scale(repository, scale, store, index_type, seconds, levels, progress)
         markdown, data = write_report(rows, Path(out), command, max(levels), machine_description(), memory, name="bench-scale")
     else:
-        rows = run_bench(BenchOptions(repository, seconds, levels), progress)
+        rows = run_bench(BenchOptions(repository, seconds, levels, milvus_uri=milvus_uri, mongo_uri=mongo_uri), progress)
         markdown, data = write_report(rows, Path(out), command, max(levels), machine_description())
     click.echo(markdown.read_text())
     click.echo(f"wrote {markdown} and {data}")

@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     model = SentenceTransformer(args.model, device="cpu")
     model.encode("warm up")
     # One client of each store shared by the request threads, as such a service would.
+    ThreadingHTTPServer.request_queue_size = 128  # the default listen backlog of 5 resets clients at c=16
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(model, VectorStore.open(settings), open_document_store(settings)))
     server.daemon_threads = True
     server.serve_forever()

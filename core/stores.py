@@ -142,11 +142,16 @@ class VectorStore:
             metadata["fields"] = sorted(known | fields)
             self.client.alter_collection_properties(name, properties={METADATA_PROPERTY: json.dumps(metadata)})
 
-    def upsert(self, name: str, ids: Sequence[str], vectors: np.ndarray, documents: Sequence[dict], skip: set[str]) -> int:
+    def upsert(self, name: str, ids: Sequence[str], vectors: np.ndarray, documents: Sequence[dict], skip: set[str],
+               fresh: bool = False) -> int:
+        """`fresh`: the ids are new (a bulk load into an empty collection), so plain inserts
+        leave no delete records for compaction to clean up."""
         rows = [
             {**scalar_fields(doc, skip | {"id", "vector"}), "id": doc_id, "vector": vector.tolist()}
             for doc_id, vector, doc in zip(ids, vectors, documents)
         ]
+        if fresh:
+            return int(self.client.insert(name, rows)["insert_count"])
         return int(self.client.upsert(name, rows)["upsert_count"])
 
     def flush(self, name: str) -> None:
@@ -165,8 +170,10 @@ class VectorStore:
         return int(rows[0]["count(*)"])
 
     def search(self, name: str, vector: np.ndarray, limit: int, filter: str = "", search_params: dict | None = None,
-               with_vectors: bool = False) -> list[Hit]:
-        """Hits best first; may hold fewer than `limit`. `filter` must be a canonical expression."""
+               with_vectors: bool = False, consistency: str = "Strong") -> list[Hit]:
+        """Hits best first; may hold fewer than `limit`. `filter` must be a canonical expression.
+        Strong sees every write so far; on a Milvus server it waits for the next time tick
+        (up to ~200 ms), which Bounded (a few seconds stale) does not."""
         self.load(name)
         results = self.client.search(
             name,
@@ -175,7 +182,7 @@ class VectorStore:
             filter=filter,
             output_fields=["vector"] if with_vectors else [],
             search_params={"metric_type": "IP", "params": search_params or {}},
-            consistency_level="Strong",
+            consistency_level=consistency,
         )
         return [
             Hit(hit["id"], float(hit["distance"]),

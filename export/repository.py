@@ -23,6 +23,10 @@ from mmsearch.export.triton_config import BYTES, FP32, INT32, INT64, Batching, E
 MODEL_SOURCES = resources.files("mmsearch.model_repository")
 BACKENDS = ("auto", "python", "onnxruntime")
 NGC_BACKENDS_DIR = "/opt/tritonserver/backends"  # where NGC Triton images keep their backends
+# Caps for big machines, where a few multi-threaded instances beat dozens of processes.
+MAX_CPU_ENCODER_INSTANCES = 8
+MAX_SEARCH_INSTANCES = 16
+CORES_PER_PREPROCESSOR = 8
 
 
 class RenderError(ValueError):
@@ -47,17 +51,44 @@ class ServingOptions:
         if self.precision == "fp16" and (self.device != "cuda" or self.backend != "onnxruntime"):
             raise RenderError("--precision fp16 needs --device cuda --backend onnxruntime (TensorRT accelerator)")
 
+    # Measured on 2 cores with perf_analyzer, text_embed at concurrency 16 (`mmsearch bench`):
+    # - one encoder instance with 2 onnxruntime threads: 111 queries/s; two single-threaded
+    #   instances: 180-191/s (short queries leave a 2-thread session half idle);
+    # - tokenizer batching off: 237-247/s against 185/s with it on. A batched tokenizer pads
+    #   queries to a common length and hands them on together, so one encoder instance gets
+    #   them all while the other idles. A second tokenizer instance gained nothing.
+    # - the encoder merges only requests already waiting (no queue delay, no preferred sizes):
+    #   a 1 ms or 4 ms delay bought no throughput on CPU and cost latency at low load.
+    # A GPU wants large batches: there the tokenizer batches and the encoder waits up to 1 ms
+    # for 8/16/32 (not measured here: no GPU on these machines).
     @property
-    def tokenizer_batching(self) -> Batching:
-        return Batching(self.max_batch_size, (), 500, instances=1)
+    def encoder_instances(self) -> int:
+        return 2 if self.gpu else min(self.cores, MAX_CPU_ENCODER_INSTANCES)
+
+    @property
+    def encoder_threads(self) -> int:
+        """onnxruntime intra-op threads per instance: together they use each core once."""
+        return 1 if self.gpu else max(1, self.cores // self.encoder_instances)
+
+    @property
+    def gpu(self) -> bool:
+        return self.device == "cuda"
+
+    @property
+    def preprocess_batching(self) -> Batching:
+        """Tokenizers and image_preprocess (python, CPU)."""
+        return Batching(self.max_batch_size, (), 500, instances=-(-self.cores // CORES_PER_PREPROCESSOR), dynamic=self.gpu)
 
     @property
     def encoder_batching(self) -> Batching:
-        # On CPU one instance owns all cores (onnxruntime threads); a second instance
-        # would only fight it for the same cores. A GPU takes two so copies overlap compute.
-        return Batching(
-            self.max_batch_size, (8, 16, 32), 1000, instances=2 if self.device == "cuda" else 1, gpu=self.device == "cuda"
-        )
+        if self.gpu:  # two instances so that copies overlap compute
+            return Batching(self.max_batch_size, (8, 16, 32), 1000, instances=self.encoder_instances, gpu=True)
+        return Batching(self.max_batch_size, (), 0, instances=self.encoder_instances)
+
+    @property
+    def search_instances(self) -> int:
+        # It waits on the encoders and Milvus: 2 per core (59 -> 69 queries/s at c=16 with 4).
+        return min(2 * self.cores, MAX_SEARCH_INSTANCES)
 
 
 def resolve_backend(backend: str, backends_dir: str | os.PathLike | None = None) -> str:
@@ -89,13 +120,13 @@ def tokenizer_config(name: str, max_seq_length: int, options: ServingOptions):
         name,
         [Tensor("TEXT", BYTES, (1,))],
         [Tensor("input_ids", INT64, (-1,)), Tensor("attention_mask", INT64, (-1,))],
-        options.tokenizer_batching,
+        options.preprocess_batching,
         {"max_seq_length": max_seq_length},
     )
 
 
 def encoder_config(name: str, inputs, outputs, options: ServingOptions):
-    threads = 1 if options.device == "cuda" else options.cores
+    threads = options.encoder_threads
     if options.backend == "onnxruntime":
         return tc.onnxruntime_model(
             name, inputs, outputs, options.encoder_batching,
@@ -117,7 +148,7 @@ def text_embed_config(prefix: str, embedding_dim: int, options: ServingOptions):
     )
 
 
-def search_config(max_top_k: int = 100, instances: int = 2):
+def search_config(options: ServingOptions, max_top_k: int = 100):
     # No batching: each request is its own retrieval; instances give concurrency because
     # a search spends most of its time waiting on the encoders and the stores.
     return tc.python_model(
@@ -131,7 +162,7 @@ def search_config(max_top_k: int = 100, instances: int = 2):
             Tensor("PARAMS", BYTES, (1,), optional=True),
         ],
         [Tensor("RESULT", BYTES, (1,))],
-        Batching(max_batch_size=0, instances=instances),
+        Batching(max_batch_size=0, instances=options.search_instances),
         {"max_top_k": max_top_k, "max_query_chars": 2048},
     )
 
@@ -141,7 +172,7 @@ def image_preprocess_config(image_size: tuple[int, int], options: ServingOptions
         "image_preprocess",
         [Tensor("IMAGE", BYTES, (1,))],
         [Tensor("pixel_values", FP32, (3, *image_size))],
-        options.tokenizer_batching,
+        options.preprocess_batching,
     )
 
 
@@ -216,6 +247,6 @@ def render_clip_models(repo: Path, exported, options: ServingOptions, provenance
     return models + ["image_preprocess", "clip_image_encoder", embed.name]
 
 
-def render_search_model(repo: Path) -> list[str]:
-    _write_python_model(repo, "search", "search", search_config())
+def render_search_model(repo: Path, options: ServingOptions) -> list[str]:
+    _write_python_model(repo, "search", "search", search_config(options))
     return ["search"]

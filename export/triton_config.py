@@ -32,6 +32,7 @@ class Batching:
     max_queue_delay_us: int = 0
     instances: int = 1
     gpu: bool = False
+    dynamic: bool = True  # False: each request runs as the client batched it
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def _base(name: str, inputs, outputs, max_batch_size: int) -> mc.ModelConfig:
 
 
 def _scheduling(config: mc.ModelConfig, batching: Batching) -> None:
-    if batching.max_batch_size > 0:
+    if batching.max_batch_size > 0 and batching.dynamic:
         config.dynamic_batching.CopyFrom(
             mc.ModelDynamicBatching(
                 preferred_batch_size=list(batching.preferred_batch_sizes),

@@ -252,7 +252,8 @@ class Searcher:
         ranker, rank_params = ranker_of(arms["rank"])
         depth = max(request.top_k, int(match.get("depth", request.top_k)))
         hits = self.vectors().search(request.collection, vector, limit=depth + TIE_MARGIN, filter=expression,
-                                     search_params=match.get("search_params"), with_vectors=ranker == "mmr")
+                                     search_params=match.get("search_params"), with_vectors=ranker == "mmr",
+                                     consistency=match.get("consistency", "Strong"))
         # Duplicate documents tie exactly, and which of them Milvus returns first (or at all, at
         # the cut) depends on float noise from dynamic batching. Ordering ties by id makes the
         # same request give the same answer, alone or under load.
@@ -321,11 +322,12 @@ class NullRecorder:
 # Parameters an arm may set per layer; checked when the config is loaded.
 LAYER_PARAMS = {
     "qp": {"model", "prefix", "lowercase"},
-    "match": {"depth", "filter", "search_params"},
+    "match": {"depth", "filter", "search_params", "consistency"},
     "rank": {"ranker", "text_field"}.union(*RANKER_PARAMS.values()),
     "summary": {"fields"},
 }
 MAX_DEPTH = 2000
+CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")  # Milvus's, for the match layer
 
 
 def arm_validator(known_models: set[str] | None = None):
@@ -346,6 +348,8 @@ def arm_validator(known_models: set[str] | None = None):
                 compile_filter(params.get("filter", ""))
             except FilterError as exc:
                 raise ConfigError(f"{where}: invalid filter: {exc}") from None
+            if params.get("consistency", "Strong") not in CONSISTENCY_LEVELS:
+                raise ConfigError(f"{where}: consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
         if layer == "rank":
             name, rank_params = ranker_of(arm)
             try:

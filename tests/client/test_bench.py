@@ -56,3 +56,16 @@ def test_a_short_bench_run_measures_every_part_and_writes_both_reports(exported_
     markdown = (out / "bench.md").read_text()
     assert "- (d) vs (b) throughput at c=2: " in markdown and "- (e) vs (a) docs/s: " in markdown
     assert markdown in result.stdout
+
+
+@pytest.mark.integration
+def test_a_small_scale_run_reports_latency_memory_and_the_vector_count(exported_repository, tmp_path, cli):
+    out = tmp_path / "out"
+    cli("bench", "--repository", str(exported_repository), "--scale", "20000", "--store", "lite", "--index-type", "FLAT",
+        "--seconds", "1", "--concurrency", "1", "--out", str(out), timeout=900)
+    report = json.loads((out / "bench-scale.json").read_text())
+    assert (report["vectors"], report["dim"], report["store"]) == (20000, 384, "lite")  # the run checks the count it inserted
+    assert report["store_rss_mib"] > 0 and report["triton_rss_mib"] > 0
+    labels = [row["label"] for row in report["rows"]]
+    assert labels == [f"(scale) search top-10, 20,000 × 384 in Milvus Lite (FLAT), {level} c=1" for level in ("Strong", "Bounded")]
+    assert all(0 < row["p50_ms"] <= row["p99_ms"] for row in report["rows"])

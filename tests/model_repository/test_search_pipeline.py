@@ -150,7 +150,7 @@ scenes:
     layers:
       qp: [{name: lower, params: {lowercase: true, prefix: "query: ", model: custom_embed}}]
       match:
-        - {name: deep, params: {depth: 40, filter: 'category == "faq"', search_params: {ef: 64}}}
+        - {name: deep, params: {depth: 40, filter: 'category == "faq"', search_params: {ef: 64}, consistency: Bounded}}
       rank:
         - {name: truncate, ratio: 0.5}
         - {name: diverse, ratio: 0.5, params: {ranker: mmr, lambda: 0.0}}
@@ -164,7 +164,8 @@ def test_layers_apply_their_arms_params():
     searcher = make_searcher(embedded=embedded, calls=calls, docs=docs, config=CONFIG)
     result = searcher.search(request(query="Hello", params={"experiments": {"rank": "diverse"}, "filter": "category != 'x'"}))
     assert embedded == [("custom_embed", "TEXT", "query: hello")]
-    assert calls == [{"limit": 48, "filter": '(category == "faq") and (category != "x")', "search_params": {"ef": 64}, "with_vectors": True}]
+    assert calls == [{"limit": 48, "filter": '(category == "faq") and (category != "x")', "search_params": {"ef": 64},
+                      "with_vectors": True, "consistency": "Bounded"}]
     assert result["experiments"] == {"qp": "lower", "match": "deep", "rank": "diverse", "summary": "short"}
     assert result["hits"][0]["document"] == {"id": "a", "text": "A"}  # summary keeps only the asked fields
     assert "debug" not in result
@@ -187,6 +188,7 @@ def test_hybrid_fetches_candidate_text_and_moves_lexical_matches_up():
         ("scenes: {d: {layers: {rank: [{name: x, params: {ranker: nope}}]}}}", "unknown ranker 'nope'"),
         ("scenes: {d: {layers: {rank: [{name: mmr, params: {lambda: 3}}]}}}", "lambda must be between 0 and 1"),
         ("scenes: {d: {layers: {match: [{name: m, params: {depth: 0}}]}}}", "depth must be an integer between 1 and 2000"),
+        ("scenes: {d: {layers: {match: [{name: m, params: {consistency: Weak}}]}}}", "consistency must be one of Strong, Bounded, Session, Eventually"),
         ("scenes: {d: {layers: {match: [{name: m, params: {filter: 'a ='}}]}}}", "invalid filter"),
         ("scenes: {d: {layers: {qp: [{name: q, params: {model: missing_embed}}]}}}", "unknown model 'missing_embed'"),
         ("scenes: {d: {layers: {summary: [{name: s, params: {fields: text}}]}}}", "fields must be a list"),
