@@ -22,10 +22,10 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from mmsearch.model_repository.server import ManagedProcess, Ports, TritonServer, free_port, wait_for
-from mmsearch.settings import StoreSettings
+from mmsearch.settings import StoreSettings, http_answers, port_is_open
 
 CONCURRENCY = (1, 4, 16)
 INDEX_COPIES = 3
@@ -147,8 +147,6 @@ def perf_analyzer_env() -> dict[str, str]:
 
 
 def perf_analyzer_binary() -> str:
-    import sys
-
     binary = Path(sys.executable).parent / "perf_analyzer"
     if not binary.exists():
         raise BenchError(f"{binary} is missing: it ships in the tritonclient 2.51 wheel (pip install tritonclient==2.51.0)")
@@ -239,8 +237,6 @@ def http_load(url: str, payloads: Sequence[dict], concurrency: int, seconds: flo
 
 
 def start_naive_service(model: str, settings: StoreSettings, log_path: Path) -> tuple[ManagedProcess, str]:
-    import sys
-
     port = free_port()
     process = ManagedProcess("naive-service", [
         sys.executable, "-m", "mmsearch.client.naive_service", "--port", str(port), "--model", model,
@@ -248,14 +244,7 @@ def start_naive_service(model: str, settings: StoreSettings, log_path: Path) -> 
         *(["--mongo-uri", settings.mongo_uri] if settings.mongo_uri else []),
     ], log_path)
 
-    def up() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1):
-                return True
-        except OSError:
-            return False
-
-    wait_for(up, process, 180, "the naive service")
+    wait_for(lambda: http_answers(f"http://127.0.0.1:{port}/"), process, 180, "the naive service")
     return process, f"http://127.0.0.1:{port}"
 
 
@@ -399,24 +388,17 @@ def process_group_rss_mib(pid: int) -> float:
     return total_kib / 1024
 
 
+def milvus_server_healthy() -> bool:
+    return http_answers(MILVUS_HEALTH, b"OK")
+
+
 def start_milvus_server(work: Path) -> tuple[ManagedProcess, str]:
-    import sys
-
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(MILVUS_HEALTH, timeout=1) as response:
-                return response.read().strip() == b"OK"
-        except OSError:
-            return False
-
-    if healthy():
+    if milvus_server_healthy():
         raise BenchError("a Milvus server already answers on :9091; stop it, or pass its URI with --milvus-uri")
     port = free_port()
     process = ManagedProcess("milvus-server", [str(Path(sys.executable).parent / "milvus-server"), "--data", str(work / "milvus"),
                                                "--proxy-port", str(port)], work / "milvus-server.log")
-    from mmsearch.settings import port_is_open
-
-    wait_for(lambda: healthy() and port_is_open("127.0.0.1", port), process, 180, "milvus-server")
+    wait_for(lambda: milvus_server_healthy() and port_is_open("127.0.0.1", port), process, 180, "milvus-server")
     return process, f"http://127.0.0.1:{port}"
 
 

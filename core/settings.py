@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,15 @@ def port_is_open(host: str, port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
+    except OSError:
+        return False
+
+
+def http_answers(url: str, body: bytes | None = None, timeout: float = 1.0) -> bool:
+    """Whether `url` answers a GET (with `body`, stripped, when given): a health check."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return body is None or response.read().strip() == body
     except OSError:
         return False
 

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub here; never wait on its retries
 
 from mmsearch.model_repository.server import Ports, TritonServer, free_port, stop_process_group  # noqa: E402
+from mmsearch.client.bench import milvus_server_healthy  # noqa: E402
 from mmsearch.settings import StoreSettings, port_is_open  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -87,24 +87,16 @@ def mongo_server(tmp_path_factory):
     service.stop()
 
 
-def _milvus_healthy() -> bool:
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:9091/healthz", timeout=1) as response:
-            return response.read().strip() == b"OK"
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def milvus_server(tmp_path_factory):
     """The real Milvus 2.3 standalone server from the `milvus` wheel (embedded etcd, local storage)."""
-    if _milvus_healthy():
+    if milvus_server_healthy():
         pytest.fail("a Milvus server is already running on :9091; stop it so the test owns its own")
     base = tmp_path_factory.mktemp("milvus")
     port = free_port()
     service = Service(
         [str(BIN / "milvus-server"), "--data", str(base / "data"), "--proxy-port", str(port)],
-        lambda: _milvus_healthy() and port_is_open("127.0.0.1", port),
+        lambda: milvus_server_healthy() and port_is_open("127.0.0.1", port),
         base / "milvus-server.log",
         "milvus-server",
         timeout=120,

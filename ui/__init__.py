@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-import urllib.request
 from pathlib import Path
 
-from mmsearch.settings import ENV_PROTOCOL, ENV_URL
+from mmsearch.settings import ENV_PROTOCOL, ENV_URL, http_answers
 
 APP = Path(__file__).with_name("app.py")
 MAX_UPLOAD_MB = 32  # the search model refuses query images over 32 MiB anyway
@@ -41,11 +40,7 @@ def streamlit_env(url: str, protocol: str) -> dict[str, str]:
 
 
 def page_is_up(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}/_stcore/health", timeout=1) as response:
-            return response.read().strip() == b"ok"
-    except OSError:
-        return False
+    return http_answers(f"http://{host}:{port}/_stcore/health", b"ok")
 
 
 def start_page(url: str, protocol: str, port: int, log_path: Path, address: str = "localhost", timeout: float = 60.0):

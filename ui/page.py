@@ -25,6 +25,7 @@ BY_USER = "by user id"  # the arm is the one the user's hash picks
 THUMBNAIL_PX = 320
 GRID_COLUMNS = 4
 SNIPPET_CHARS = 240
+STATUS_TTL_S = 10
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
 
@@ -60,6 +61,10 @@ def server_message(error: ClientError) -> str:
     return re.sub(r"\[StatusCode\.\w+\]\s*", "", str(error))
 
 
+# Every widget change reruns the page; the catalog counts each collection in Milvus (on a
+# server, a Strong read waits for the time tick), so the status is read again at most every
+# STATUS_TTL_S seconds, or at once on Refresh.
+@st.cache_data(ttl=STATUS_TTL_S, show_spinner=False)
 def read_status(url: str, protocol: str) -> ServerStatus:
     status = ServerStatus(url, protocol)
     try:
@@ -122,6 +127,7 @@ def server_panel(status: ServerStatus) -> None:
             hide_index=True,
         )
     if st.button("Refresh", help="Read the server's status and collections again."):
+        read_status.clear()
         st.rerun()
 
 
