@@ -1,5 +1,5 @@
-# Images for docker-compose.yml, built from this checkout. No torch: serving and indexing need
-# only the base package (the page adds the [ui] extra); `mmsearch export` runs on the host.
+# Images for docker-compose.yml, built from this checkout. No torch: indexing needs only the base
+# package, the page adds [ui], the python models [serve]; `mmsearch export` runs on the host.
 
 # The search page and the indexer.
 FROM python:3.11-slim-bookworm AS app
@@ -13,4 +13,4 @@ RUN pip install "/src[ui]" && rm -rf /src
 FROM nvcr.io/nvidia/tritonserver:24.10-py3 AS triton
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONPATH=/opt/mmsearch
 COPY . /src
-RUN python3 -m pip install --target /opt/mmsearch /src && rm -rf /src
+RUN python3 -m pip install --target /opt/mmsearch "/src[serve]" && rm -rf /src

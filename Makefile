@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[export,test,bench,ui]"
+	$(BIN)/pip install -q -e ".[serve,lite,demo,ui,export,bench,test]"
 	$(BIN)/pip install -q --no-deps nvidia-pytriton==0.7.0 milvus==2.3.5
 	touch $(STAMP)
 
@@ -27,8 +27,12 @@ demo: install
 TEST_DEB_PACKAGES := debian-faq=/usr/share/doc/debian/FAQ/index.en.html chromium=/usr/bin/chromium \
 	libb64-0d=/usr/lib/x86_64-linux-gnu/libb64.so.0d
 
+# The static checks first: they take seconds, the tests take minutes.
 test: install
 	bash scripts/ensure-debian-packages.sh $(TEST_DEB_PACKAGES)
+	$(BIN)/ruff check .
+	$(BIN)/python scripts/check_imports.py
+	$(BIN)/python scripts/function_lengths.py
 	$(BIN)/pytest
 
 test-unit: install

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 RECALL_CUTOFFS = (1, 5, 10)
 
@@ -34,3 +34,26 @@ def evaluate(runs: Iterable[tuple[Sequence[str], Iterable[str]]]) -> dict[str, f
         totals["mrr"] += reciprocal_rank(ranked, relevant)
         totals["ndcg@10"] += ndcg_at(ranked, relevant, 10)
     return {name: round(value / count, 4) if count else 0.0 for name, value in totals.items()} | {"queries": count}
+
+
+def evaluate_served(client, records: Sequence[dict], collection: str, settings: Sequence[dict[str, str]]) -> list[dict]:
+    """One row of metrics per forced-arm setting ({} = the arms users are assigned), from the
+    served top 10 of each judged query ({"query": ..., "relevant": [ids]})."""
+    from mmsearch.client.search_client import search_params
+
+    rows = []
+    for forced in settings:
+        params = search_params(forced)
+        runs = [([hit["id"] for hit in client.search(r["query"], collection, 10, params=params)["hits"]], r.get("relevant", []))
+                for r in records]
+        label = ",".join(f"{layer}={arm}" for layer, arm in forced.items()) or "assigned"
+        rows.append({"experiments": label, **evaluate(runs)})
+    return rows
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    names = [k for k in rows[0] if k != "experiments"]
+    width = max(len(row["experiments"]) for row in [*rows, {"experiments": "experiments"}])
+    lines = [f"{'experiments':<{width}}  " + "  ".join(f"{n:>9}" for n in names)]
+    lines += [f"{row['experiments']:<{width}}  " + "  ".join(f"{row[n]:>9}" for n in names) for row in rows]
+    return "\n".join(lines)

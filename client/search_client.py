@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
+from mmsearch.errors import MmsearchError
+from mmsearch.model_repository.contract import (
+    CLIP_IMAGE_EMBED,
+    COLLECTION,
+    DEFAULT_TOP_K,
+    DEFAULT_URL,
+    EMBEDDING,
+    IMAGE,
+    PARAMS,
+    QUERY,
+    RESULT,
+    SEARCH,
+    TEXT,
+    TEXT_TOWER,
+    TOP_K,
+    USER_ID,
+)
+
 PROTOCOLS = ("grpc", "http")
-DEFAULT_URL = "localhost:8001"
 
 
-class ClientError(RuntimeError):
+class ClientError(MmsearchError):
     """The server could not be reached or answered with an error; the message says which."""
 
 
@@ -79,66 +96,66 @@ class SearchClient:
         """The collections the server can search, with size, modality and experiment arms."""
         return self.search("", "", params={"catalog": True})["collections"]
 
-    def embedding_dim(self, model: str = "text_embed") -> int:
+    def embedding_dim(self, model: str = TEXT_TOWER.embed) -> int:
         config = self._call(f"reading {model} config", lambda: self._client.get_model_config(model))
         if self.protocol == "grpc":
             return int(config.config.output[0].dims[0])
         return int(config["output"][0]["dims"][0])
 
-    def embed_texts(self, texts: Sequence[str], model: str = "text_embed") -> np.ndarray:
+    def embed_texts(self, texts: Sequence[str], model: str = TEXT_TOWER.embed) -> np.ndarray:
         """Unit vectors for a batch of texts, through the same ensemble the server uses for queries."""
-        inputs = [_bytes_input(self._module, "TEXT", [t.encode("utf-8") for t in texts], (len(texts), 1))]
-        return self._infer(model, inputs, ["EMBEDDING"]).as_numpy("EMBEDDING")
+        inputs = [_bytes_input(self._module, TEXT, [t.encode("utf-8") for t in texts], (len(texts), 1))]
+        return self._infer(model, inputs, [EMBEDDING]).as_numpy(EMBEDDING)
 
-    def embed_images(self, images: Sequence[bytes], model: str = "clip_image_embed") -> np.ndarray:
+    def embed_images(self, images: Sequence[bytes], model: str = CLIP_IMAGE_EMBED) -> np.ndarray:
         """Unit vectors for a batch of encoded image files (JPEG, PNG, ...)."""
-        inputs = [_bytes_input(self._module, "IMAGE", list(images), (len(images), 1))]
-        return self._infer(model, inputs, ["EMBEDDING"]).as_numpy("EMBEDDING")
+        inputs = [_bytes_input(self._module, IMAGE, list(images), (len(images), 1))]
+        return self._infer(model, inputs, [EMBEDDING]).as_numpy(EMBEDDING)
 
     def search(
         self,
         query: str,
         collection: str,
-        top_k: int = 10,
+        top_k: int = DEFAULT_TOP_K,
         user_id: str | None = None,
         params: dict | None = None,
         image: bytes | None = None,
     ) -> dict:
         """Search with text, or with an image (encoded file bytes) for image -> image search."""
         inputs = [
-            _bytes_input(self._module, "QUERY", [query.encode("utf-8")], (1,)),
-            _bytes_input(self._module, "COLLECTION", [collection.encode("utf-8")], (1,)),
+            _bytes_input(self._module, QUERY, [query.encode("utf-8")], (1,)),
+            _bytes_input(self._module, COLLECTION, [collection.encode("utf-8")], (1,)),
         ]
-        top = self._module.InferInput("TOP_K", [1], "INT32")
+        top = self._module.InferInput(TOP_K, [1], "INT32")
         top.set_data_from_numpy(np.array([top_k], dtype=np.int32))
         inputs.append(top)
         if user_id:
-            inputs.append(_bytes_input(self._module, "USER_ID", [user_id.encode("utf-8")], (1,)))
+            inputs.append(_bytes_input(self._module, USER_ID, [user_id.encode("utf-8")], (1,)))
         if params:
-            inputs.append(_bytes_input(self._module, "PARAMS", [json.dumps(params).encode("utf-8")], (1,)))
+            inputs.append(_bytes_input(self._module, PARAMS, [json.dumps(params).encode("utf-8")], (1,)))
         if image is not None:
-            inputs.append(_bytes_input(self._module, "IMAGE", [image], (1,)))
-        result = self._infer("search", inputs, ["RESULT"]).as_numpy("RESULT")
+            inputs.append(_bytes_input(self._module, IMAGE, [image], (1,)))
+        result = self._infer(SEARCH, inputs, [RESULT]).as_numpy(RESULT)
         return json.loads(result.reshape(-1)[0])
 
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> "SearchClient":
+    def __enter__(self) -> SearchClient:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
-def describe_document(document: dict | None, snippet_chars: int = 160) -> tuple[str, str]:
-    """A headline and a snippet for showing a hit to a person (terminal or UI)."""
-    if not document:
-        return "(document missing from the store)", ""
-    if "width" in document and "height" in document:  # an image: where it is and its size
-        return document.get("file_name", ""), f"{document.get('url') or document.get('path')} ({document['width']}x{document['height']})"
-    fields = [k for k in ("title", "question", "name") if isinstance(document.get(k), str)]
-    texts = [k for k in ("answer", "text", "body", "content", "description") if isinstance(document.get(k), str)]
-    title = document[fields[0]] if fields else ""
-    snippet = document[texts[0]] if texts else json.dumps({k: v for k, v in document.items() if k != "id"}, ensure_ascii=False)
-    return title, (snippet[:snippet_chars] + "…") if len(snippet) > snippet_chars else snippet
+def connect(url: str = DEFAULT_URL, protocol: str = "grpc") -> SearchClient:
+    """A client of a Triton that is up and ready (ClientError otherwise)."""
+    client = SearchClient(url, protocol)
+    client.require_ready()
+    return client
+
+
+def search_params(experiments: dict[str, str] | None = None, filter: str | None = None, debug: bool = False) -> dict:
+    """PARAMS for the `search` model: forced arms (layer -> arm), a filter, debug output."""
+    return {**({"experiments": experiments} if experiments else {}), **({"filter": filter} if filter else {}),
+            **({"debug": True} if debug else {})}

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from mmsearch.processes import port_is_open
 
 ENV_MILVUS_URI = "MMSEARCH_MILVUS_URI"
 ENV_MONGO_URI = "MMSEARCH_MONGO_URI"
@@ -39,7 +39,7 @@ class StoreSettings:
         data_dir: str | os.PathLike | None = None,
         milvus_uri: str | None = None,
         mongo_uri: str | None = None,
-    ) -> "StoreSettings":
+    ) -> StoreSettings:
         """Flags win over environment variables, which win over the embedded defaults."""
         data = Path(data_dir or os.environ.get(ENV_DATA_DIR) or DEFAULT_DATA_DIR).expanduser().resolve()
         milvus = milvus_uri or os.environ.get(ENV_MILVUS_URI) or str(data / "milvus.db")
@@ -77,23 +77,6 @@ class StoreSettings:
             return endpoint["uri"]
         Path(self.milvus_uri).parent.mkdir(parents=True, exist_ok=True)
         return self.milvus_uri
-
-
-def port_is_open(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def http_answers(url: str, body: bytes | None = None, timeout: float = 1.0) -> bool:
-    """Whether `url` answers a GET (with `body`, stripped, when given): a health check."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return body is None or response.read().strip() == body
-    except OSError:
-        return False
 
 
 def read_lite_endpoint(path: Path) -> dict | None:

@@ -10,19 +10,23 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from typing import Iterable, NamedTuple, Protocol, Sequence
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
+from mmsearch.errors import MmsearchError
+from mmsearch.model_repository.contract import CollectionInfo
 from mmsearch.settings import StoreSettings
-
 
 FETCH_CHUNK = 100  # `$in` over 1,000 ids is ~6x slower than ten chunks of 100 on the wire server
 MAX_ID_LENGTH = 512
 MAX_SCALAR_LENGTH = 256  # longer strings stay in the document store only
-# Collection properties (not the schema description, which Milvus Lite drops) carry what
-# the indexer knew: modality, embedding model, dimension.
-METADATA_PROPERTY = "mmsearch.collection"
+# The collection property (not the schema description, which Milvus Lite drops) that holds
+# the CollectionInfo the indexer recorded.
+INFO_PROPERTY = "mmsearch.collection"
+# Build parameters per index type; searches pass their own (nprobe, ef) as match search_params.
+INDEX_BUILD_PARAMS = {"HNSW": {"M": 16, "efConstruction": 200}, "IVF_FLAT": {"nlist": 1024}}
 
 
 class Hit(NamedTuple):
@@ -31,11 +35,11 @@ class Hit(NamedTuple):
     vector: np.ndarray | None = None
 
 
-class StoreError(RuntimeError):
+class StoreError(MmsearchError):
     """A store could not be reached or refused the operation."""
 
 
-class UnknownCollection(LookupError):
+class UnknownCollection(MmsearchError, LookupError):
     def __init__(self, name: str, known: Sequence[str]):
         listed = ", ".join(sorted(known)) or "none"
         super().__init__(f"unknown collection '{name}' (collections: {listed})")
@@ -56,19 +60,24 @@ def scalar_fields(document: dict, skip: set[str]) -> dict:
     for key, value in document.items():
         if key in skip or key.startswith("$"):
             continue
-        if isinstance(value, bool) or isinstance(value, (int, float)):
-            fields[key] = value
-        elif isinstance(value, str) and len(value) <= MAX_SCALAR_LENGTH:
+        if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= MAX_SCALAR_LENGTH):
             fields[key] = value
     return fields
 
 
-# Build parameters per index type; searches pass their own (nprobe, ef) as match search_params.
-INDEX_BUILD_PARAMS = {"HNSW": {"M": 16, "efConstruction": 200}, "IVF_FLAT": {"nlist": 1024}}
+def _vendor_errors() -> tuple[type[BaseException], ...]:
+    import grpc
+    from pymilvus.exceptions import MilvusException
+
+    return MilvusException, grpc.RpcError, OSError
 
 
 class VectorStore:
-    """Milvus through pymilvus' MilvusClient: Milvus Lite (a path) or a server (a URL)."""
+    """Milvus through pymilvus' MilvusClient: Milvus Lite (a path) or a server (a URL).
+
+    Every call goes through `_call`, so what pymilvus or gRPC raise reaches callers as a
+    StoreError that names the store and the operation.
+    """
 
     def __init__(self, uri: str, timeout: float = 10.0):
         from pymilvus import MilvusClient
@@ -81,66 +90,70 @@ class VectorStore:
         self._loaded: set[str] = set()
 
     @classmethod
-    def open(cls, settings: StoreSettings) -> "VectorStore":
+    def open(cls, settings: StoreSettings) -> VectorStore:
         return cls(settings.connect_uri())
+
+    def _call(self, action: str, fn):
+        try:
+            return fn()
+        except _vendor_errors() as exc:
+            raise StoreError(f"Milvus at {self.uri} failed to {action}: {exc.__class__.__name__}: {exc}") from exc
 
     def close(self) -> None:
         # An idle client's keepalive pings make Milvus Lite's server send GOAWAY noise.
-        self.client.close()
+        self._call("close", self.client.close)
 
     def collections(self) -> list[str]:
-        return list(self.client.list_collections())
+        return list(self._call("list collections", self.client.list_collections))
 
     def has(self, name: str) -> bool:
-        return bool(self.client.has_collection(name))
+        return bool(self._call("look up a collection", lambda: self.client.has_collection(name)))
 
     def require(self, name: str) -> None:
         if not self.has(name):
             raise UnknownCollection(name, self.collections())
 
-    def metadata(self, name: str) -> dict:
-        """What the indexer recorded about a collection (modality, dim, text field, model)."""
+    def info(self, name: str) -> CollectionInfo:
+        """What the indexer recorded about a collection (modality, dim, text field, models, fields)."""
         self.require(name)
-        recorded = self.client.describe_collection(name).get("properties", {}).get(METADATA_PROPERTY) or "{}"
-        try:
-            return json.loads(recorded)
-        except ValueError:
-            return {}
+        described = self._call("describe a collection", lambda: self.client.describe_collection(name))
+        return CollectionInfo.from_json(described.get("properties", {}).get(INFO_PROPERTY))
 
-    def ensure_collection(self, name: str, dim: int, metadata: dict, index_type: str = "FLAT") -> None:
+    def _record(self, name: str, info: CollectionInfo) -> None:
+        properties = {INFO_PROPERTY: info.to_json()}
+        self._call("record collection info", lambda: self.client.alter_collection_properties(name, properties=properties))
+
+    def ensure_collection(self, name: str, info: CollectionInfo, index_type: str = "FLAT") -> None:
+        if self.has(name):
+            existing = self.info(name)
+            if existing.dim not in (None, info.dim):
+                raise StoreError(f"collection '{name}' holds {existing.dim}-d vectors, not {info.dim}-d: "
+                                 "use another collection name or --recreate")
+            return
+        self._call("create a collection", lambda: self._create(name, info, index_type))
+
+    def _create(self, name: str, info: CollectionInfo, index_type: str) -> None:
         from pymilvus import DataType, MilvusClient
 
-        if self.has(name):
-            existing = self.metadata(name)
-            if existing.get("dim") not in (None, dim):
-                raise StoreError(
-                    f"collection '{name}' holds {existing['dim']}-d vectors, not {dim}-d: "
-                    "use another collection name or --recreate"
-                )
-            return
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=info.dim)
         index_params = self.client.prepare_index_params()
         params = INDEX_BUILD_PARAMS.get(index_type, {})
         index_params.add_index(field_name="vector", index_type=index_type, metric_type="IP", params=params)
-        self.client.create_collection(
-            name, schema=schema, index_params=index_params, consistency_level="Strong",
-            properties={METADATA_PROPERTY: json.dumps({**metadata, "dim": dim})},
-        )
+        self.client.create_collection(name, schema=schema, index_params=index_params, consistency_level="Strong",
+                                      properties={INFO_PROPERTY: info.to_json()})
 
     def drop(self, name: str) -> None:
         if self.has(name):
-            self.client.drop_collection(name)
+            self._call("drop a collection", lambda: self.client.drop_collection(name))
         self._loaded.discard(name)
 
     def add_fields(self, name: str, fields: set[str]) -> None:
         """Record scalar fields written to the collection: the fields filters may name."""
-        metadata = self.metadata(name)
-        known = set(metadata.get("fields", []))
-        if not fields <= known:
-            metadata["fields"] = sorted(known | fields)
-            self.client.alter_collection_properties(name, properties={METADATA_PROPERTY: json.dumps(metadata)})
+        info = self.info(name)
+        if not fields <= set(info.fields or ()):
+            self._record(name, info.with_fields(fields))
 
     def upsert(self, name: str, ids: Sequence[str], vectors: np.ndarray, documents: Sequence[dict], skip: set[str],
                fresh: bool = False) -> int:
@@ -148,25 +161,26 @@ class VectorStore:
         leave no delete records for compaction to clean up."""
         rows = [
             {**scalar_fields(doc, skip | {"id", "vector"}), "id": doc_id, "vector": vector.tolist()}
-            for doc_id, vector, doc in zip(ids, vectors, documents)
+            for doc_id, vector, doc in zip(ids, vectors, documents, strict=True)
         ]
         if fresh:
-            return int(self.client.insert(name, rows)["insert_count"])
-        return int(self.client.upsert(name, rows)["upsert_count"])
+            return int(self._call("insert", lambda: self.client.insert(name, rows))["insert_count"])
+        return int(self._call("upsert", lambda: self.client.upsert(name, rows))["upsert_count"])
 
     def flush(self, name: str) -> None:
-        self.client.flush(name)
+        self._call("flush", lambda: self.client.flush(name))
 
     def load(self, name: str) -> None:
         """Collections come back released after a Milvus (Lite) restart; load once per client."""
         if name not in self._loaded:
-            self.client.load_collection(name)
+            self._call("load a collection", lambda: self.client.load_collection(name))
             self._loaded.add(name)
 
     def count(self, name: str) -> int:
         self.require(name)
         self.load(name)
-        rows = self.client.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")
+        rows = self._call("count", lambda: self.client.query(name, filter="", output_fields=["count(*)"],
+                                                             consistency_level="Strong"))
         return int(rows[0]["count(*)"])
 
     def search(self, name: str, vector: np.ndarray, limit: int, filter: str = "", search_params: dict | None = None,
@@ -175,7 +189,7 @@ class VectorStore:
         Strong sees every write so far; on a Milvus server it waits for the next time tick
         (up to ~200 ms), which Bounded (a few seconds stale) does not."""
         self.load(name)
-        results = self.client.search(
+        results = self._call("search", lambda: self.client.search(
             name,
             data=[np.asarray(vector, dtype=np.float32).tolist()],
             limit=limit,
@@ -183,7 +197,7 @@ class VectorStore:
             output_fields=["vector"] if with_vectors else [],
             search_params={"metric_type": "IP", "params": search_params or {}},
             consistency_level=consistency,
-        )
+        ))
         return [
             Hit(hit["id"], float(hit["distance"]),
                 np.asarray(hit["entity"]["vector"], dtype=np.float32) if with_vectors else None)
@@ -208,6 +222,9 @@ class SqliteDocumentStore:
     def __init__(self, path):
         self.path = str(path)
         self._local = threading.local()  # sqlite3 connections are per thread
+        self._call("open", self._create_table)
+
+    def _create_table(self) -> None:
         with self._connection() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(
@@ -216,39 +233,50 @@ class SqliteDocumentStore:
                 " PRIMARY KEY (collection, id))"
             )
 
+    def _call(self, action: str, fn):
+        try:
+            return fn()
+        except sqlite3.Error as exc:
+            raise StoreError(f"document store {self.path} failed to {action}: {exc.__class__.__name__}: {exc}") from exc
+
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            try:
-                conn = sqlite3.connect(self.path, timeout=30)
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot open document store {self.path}: {exc}") from exc
-            self._local.conn = conn
+            conn = self._local.conn = sqlite3.connect(self.path, timeout=30)
         return conn
 
     def upsert(self, collection: str, documents: Sequence[dict]) -> int:
         rows = [(collection, str(doc["id"]), json.dumps(doc, ensure_ascii=False)) for doc in documents]
-        with self._connection() as conn:
-            conn.executemany("INSERT OR REPLACE INTO documents (collection, id, body) VALUES (?, ?, ?)", rows)
+
+        def write() -> None:
+            with self._connection() as conn:
+                conn.executemany("INSERT OR REPLACE INTO documents (collection, id, body) VALUES (?, ?, ?)", rows)
+
+        self._call("write", write)
         return len(rows)
 
     def get_many(self, collection: str, ids: Sequence[str]) -> dict[str, dict]:
-        found: dict[str, dict] = {}
-        conn = self._connection()
-        for chunk in chunked(list(ids), FETCH_CHUNK):
-            marks = ",".join("?" * len(chunk))
-            query = f"SELECT id, body FROM documents WHERE collection = ? AND id IN ({marks})"
-            for doc_id, body in conn.execute(query, (collection, *chunk)):
-                found[doc_id] = json.loads(body)
-        return found
+        def read() -> dict[str, dict]:
+            found: dict[str, dict] = {}
+            conn = self._connection()
+            for chunk in chunked(list(ids), FETCH_CHUNK):
+                marks = ",".join("?" * len(chunk))
+                query = f"SELECT id, body FROM documents WHERE collection = ? AND id IN ({marks})"
+                found.update((doc_id, json.loads(body)) for doc_id, body in conn.execute(query, (collection, *chunk)))
+            return found
+
+        return self._call("read", read)
 
     def count(self, collection: str) -> int:
-        row = self._connection().execute("SELECT COUNT(*) FROM documents WHERE collection = ?", (collection,)).fetchone()
-        return int(row[0])
+        query = "SELECT COUNT(*) FROM documents WHERE collection = ?"
+        return int(self._call("count", lambda: self._connection().execute(query, (collection,)).fetchone()[0]))
 
     def drop(self, collection: str) -> None:
-        with self._connection() as conn:
-            conn.execute("DELETE FROM documents WHERE collection = ?", (collection,))
+        def delete() -> None:
+            with self._connection() as conn:
+                conn.execute("DELETE FROM documents WHERE collection = ?", (collection,))
+
+        self._call("drop", delete)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -264,7 +292,8 @@ class MongoDocumentStore:
         import pymongo
 
         self.uri = uri
-        self.client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms)
+        self.client = self._call("connect", lambda: pymongo.MongoClient(
+            uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms))
         self.db = self.client[database]
 
     def _call(self, action: str, fn):
@@ -284,12 +313,15 @@ class MongoDocumentStore:
         return len(ops)
 
     def get_many(self, collection: str, ids: Sequence[str]) -> dict[str, dict]:
-        found: dict[str, dict] = {}
-        for chunk in chunked(list(ids), FETCH_CHUNK):
-            for doc in self._call("read", lambda: list(self.db[collection].find({"_id": {"$in": list(chunk)}}))):
-                doc.pop("_id", None)
-                found[str(doc["id"])] = doc
-        return found
+        def read() -> dict[str, dict]:
+            found: dict[str, dict] = {}
+            for chunk in chunked(list(ids), FETCH_CHUNK):
+                for doc in self.db[collection].find({"_id": {"$in": list(chunk)}}):
+                    doc.pop("_id", None)
+                    found[str(doc["id"])] = doc
+            return found
+
+        return self._call("read", read)
 
     def count(self, collection: str) -> int:
         return int(self._call("count", lambda: self.db[collection].count_documents({})))

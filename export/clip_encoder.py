@@ -10,10 +10,7 @@ The export only lands in `output_dir` after both towers match PyTorch's
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,14 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from mmsearch.export.errors import ExportError, ExportRecord, load_failure, resolve_source
-from mmsearch.export.text_encoder import (
-    ONNX_FILE,
-    PARITY_SENTENCES,
-    PARITY_TOLERANCE,
-    TOKENIZER_DIR,
-    _move_into_place,
-)
+from mmsearch.export import steps
+from mmsearch.export.steps import ExportError, ExportRecord
 
 if TYPE_CHECKING:
     from transformers import CLIPModel
@@ -66,14 +57,14 @@ def load_clip(name_or_path: str):
     """
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
-    source = resolve_source(name_or_path, "CLIP model")
+    source = steps.resolve_source(name_or_path, "CLIP model")
     try:
         model, info = CLIPModel.from_pretrained(source, output_loading_info=True)
         tokenizer = AutoTokenizer.from_pretrained(source)
         # The PIL backend: torchvision is not a dependency, and it is what the Triton model runs.
         image_processor = AutoImageProcessor.from_pretrained(source, backend="pil")
     except Exception as exc:
-        raise load_failure(
+        raise steps.load_failure(
             exc, name_or_path, "CLIP model",
             f"CLIP weights for {name_or_path!r} could not be loaded because the Hugging Face hub is "
             "unreachable; pass a local directory with a CLIP checkpoint instead",
@@ -115,44 +106,18 @@ class _ImageTower(torch.nn.Module):
         return torch.nn.functional.normalize(features, p=2.0, dim=-1)
 
 
-def _export(module: torch.nn.Module, args: tuple, names: list[str], dynamic: dict, path: Path, opset: int, dim: int) -> None:
-    import onnx
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer chatter about python-side shape checks
-        torch.onnx.export(
-            module, args, str(path),
-            input_names=names, output_names=["embedding"],
-            dynamic_axes={**dynamic, "embedding": {0: "batch"}},
-            opset_version=opset, do_constant_folding=True,
-            dynamo=False,  # TorchScript exporter: deterministic and needs no onnxscript
-        )
-    # Pin the embedding width, which the tracer loses through the normalisation arithmetic.
-    proto = onnx.load(str(path))
-    proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value = dim
-    onnx.save(proto, str(path))
-    onnx.checker.check_model(str(path), full_check=True)
-
-
-def _export_text(model: CLIPModel, tokenizer, path: Path, opset: int, dim: int) -> None:
+def _export_text(model: CLIPModel, tokenizer, path: Path, dim: int) -> None:
     # Rows of different length, so the trace keeps the padding mask and the per-row EOS lookup
     # as graph ops instead of constants of the sample.
     sample = tokenizer(["a sample sentence to trace the text tower", "short"], padding=True, return_tensors="pt")
     args = (sample["input_ids"].to(torch.int64), sample["attention_mask"].to(torch.int64))
     dynamic = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
-    _export(_TextTower(model).eval(), args, ["input_ids", "attention_mask"], dynamic, path, opset, dim)
+    steps.trace_to_onnx(_TextTower(model).eval(), args, ["input_ids", "attention_mask"], dynamic, path, dim)
 
 
-def _export_image(model: CLIPModel, path: Path, opset: int, dim: int, size: int) -> None:
+def _export_image(model: CLIPModel, path: Path, dim: int, size: int) -> None:
     sample = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    _export(_ImageTower(model).eval(), (sample,), ["pixel_values"], {"pixel_values": {0: "batch"}}, path, opset, dim)
-
-
-def _max_diff(got: np.ndarray, expected: np.ndarray, what: str) -> float:
-    if got.shape != expected.shape:
-        raise ExportError(f"parity check failed: ONNX {what} output shape {got.shape} != reference {expected.shape}")
-    return float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
+    steps.trace_to_onnx(_ImageTower(model).eval(), (sample,), ["pixel_values"], {"pixel_values": {0: "batch"}}, path, dim)
 
 
 def _normalized(features: torch.Tensor) -> np.ndarray:
@@ -166,7 +131,7 @@ def _text_parity(model: CLIPModel, onnx_path: Path, tokenizer_dir: Path, max_len
     # The saved tokenizer, not the in-memory one: the files Triton loads are what is verified.
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    sentences = list(PARITY_SENTENCES)
+    sentences = list(steps.PARITY_SENTENCES)
     # The whole set padded to its longest member, then each sentence alone: batch and sequence
     # length both vary, and padding (pad id == EOS id) must not move the pooled EOS position.
     diff = 0.0
@@ -176,7 +141,7 @@ def _text_parity(model: CLIPModel, onnx_path: Path, tokenizer_dir: Path, max_len
         (got,) = session.run(["embedding"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
         with torch.no_grad():
             expected = _normalized(model.get_text_features(input_ids=ids, attention_mask=mask))
-        diff = max(diff, _max_diff(got, expected, "text"))
+        diff = max(diff, steps.max_abs_diff(got, expected, "text"))
     return diff
 
 
@@ -186,7 +151,7 @@ def _parity_pixels(image_processor_dir: Path, size: int) -> tuple[np.ndarray, in
 
     from PIL import Image
 
-    from mmsearch.model_repository.image_preprocessing import ClipImagePreprocessor
+    from mmsearch.model_repository.image_preprocess.image_preprocessing import ClipImagePreprocessor
 
     photos: list[bytes] = []
     try:
@@ -222,12 +187,22 @@ def _image_parity(model: CLIPModel, onnx_path: Path, image_processor_dir: Path, 
         (got,) = session.run(["embedding"], {"pixel_values": batch})
         with torch.no_grad():
             expected = _normalized(model.get_image_features(pixel_values=torch.from_numpy(batch)))
-        diff = max(diff, _max_diff(got, expected, "image"))
+        diff = max(diff, steps.max_abs_diff(got, expected, "image"))
     log.info("image parity over %d images (%d real photos)", len(pixels), real)
     return diff, len(pixels)
 
 
-def export_clip(name_or_path: str, output_dir: Path, *, opset: int = 17) -> ClipExport:
+def _tower_sizes(model: CLIPModel, image_processor, name_or_path: str) -> tuple[int, int, int]:
+    """(embedding dim, max text tokens, image side), after checking the processor crops to that side."""
+    config = model.config
+    size = int(config.vision_config.image_size)
+    crop = image_processor.crop_size
+    if (crop.get("height"), crop.get("width")) != (size, size):
+        raise ExportError(f"{name_or_path!r}: image processor crops to {dict(crop)} but the vision tower takes {size}x{size}")
+    return int(config.projection_dim), int(config.text_config.max_position_embeddings), size
+
+
+def export_clip(name_or_path: str, output_dir: Path) -> ClipExport:
     """Export to `output_dir`/{text/model.onnx, image/model.onnx, tokenizer/, image_processor/, export.json}.
 
     Built in a staging folder and moved into place only after both parity checks pass, so a
@@ -237,49 +212,29 @@ def export_clip(name_or_path: str, output_dir: Path, *, opset: int = 17) -> Clip
     started = time.perf_counter()
     output_dir = Path(output_dir)
     model, tokenizer, image_processor = load_clip(name_or_path)
-    config = model.config
-    dim = int(config.projection_dim)
-    max_length = int(config.text_config.max_position_embeddings)
-    size = int(config.vision_config.image_size)
-    crop = image_processor.crop_size
-    if (crop.get("height"), crop.get("width")) != (size, size):
-        raise ExportError(f"{name_or_path!r}: image processor crops to {dict(crop)} but the vision tower takes {size}x{size}")
-
-    created = not output_dir.exists()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with tempfile.TemporaryDirectory(prefix=".export-", dir=output_dir) as staging_name:
-            staging = Path(staging_name)
-            tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
-            image_processor.save_pretrained(str(staging / IMAGE_PROCESSOR_DIR))
-            _export_text(model, tokenizer, staging / TEXT_DIR / ONNX_FILE, opset, dim)
-            _export_image(model, staging / IMAGE_DIR / ONNX_FILE, opset, dim, size)
-            text_diff = _text_parity(model, staging / TEXT_DIR / ONNX_FILE, staging / TOKENIZER_DIR, max_length)
-            image_diff, images = _image_parity(model, staging / IMAGE_DIR / ONNX_FILE, staging / IMAGE_PROCESSOR_DIR, size)
-            log.info("CLIP parity: max |onnx - torch| text %.3g, image %.3g", text_diff, image_diff)
-            for tower, diff in (("text", text_diff), ("image", image_diff)):
-                if not diff <= PARITY_TOLERANCE:  # also rejects NaN
-                    raise ExportError(
-                        f"parity check failed for the CLIP {tower} tower: max abs diff {diff:.3g} > "
-                        f"tolerance {PARITY_TOLERANCE:g}; nothing written"
-                    )
-            for name in (TOKENIZER_DIR, IMAGE_PROCESSOR_DIR, TEXT_DIR, IMAGE_DIR):
-                _move_into_place(staging / name, output_dir / name)
-    except BaseException:
-        if created and not any(output_dir.iterdir()):
-            os.rmdir(output_dir)
-        raise
+    dim, max_length, size = _tower_sizes(model, image_processor, name_or_path)
+    with steps.staging(output_dir) as staged:
+        tokenizer.save_pretrained(str(staged / steps.TOKENIZER_DIR))
+        image_processor.save_pretrained(str(staged / IMAGE_PROCESSOR_DIR))
+        _export_text(model, tokenizer, staged / TEXT_DIR / steps.ONNX_FILE, dim)
+        _export_image(model, staged / IMAGE_DIR / steps.ONNX_FILE, dim, size)
+        text_diff = _text_parity(model, staged / TEXT_DIR / steps.ONNX_FILE, staged / steps.TOKENIZER_DIR, max_length)
+        image_diff, images = _image_parity(model, staged / IMAGE_DIR / steps.ONNX_FILE, staged / IMAGE_PROCESSOR_DIR, size)
+        log.info("CLIP parity: max |onnx - torch| text %.3g, image %.3g", text_diff, image_diff)
+        steps.check_parity(text_diff, "the CLIP text tower")
+        steps.check_parity(image_diff, "the CLIP image tower")
+        steps.move_into_place(staged, output_dir, (steps.TOKENIZER_DIR, IMAGE_PROCESSOR_DIR, TEXT_DIR, IMAGE_DIR))
 
     result = ClipExport(
-        text_onnx=output_dir / TEXT_DIR / ONNX_FILE,
-        image_onnx=output_dir / IMAGE_DIR / ONNX_FILE,
-        tokenizer_dir=output_dir / TOKENIZER_DIR,
+        text_onnx=output_dir / TEXT_DIR / steps.ONNX_FILE,
+        image_onnx=output_dir / IMAGE_DIR / steps.ONNX_FILE,
+        tokenizer_dir=output_dir / steps.TOKENIZER_DIR,
         image_processor_dir=output_dir / IMAGE_PROCESSOR_DIR,
         embedding_dim=dim,
         max_text_length=max_length,
         text_parity_max_abs_diff=text_diff,
         image_parity_max_abs_diff=image_diff,
-        parity_sentences=len(PARITY_SENTENCES),
+        parity_sentences=len(steps.PARITY_SENTENCES),
         parity_images=images,
         source=str(name_or_path),
     )

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from mmsearch.errors import MmsearchError
 from mmsearch.export import triton_config as tc
 from mmsearch.export.triton_config import BYTES, FP32, INT32, INT64, Batching, EnsembleStep, Tensor
+from mmsearch.model_repository import contract as c
 
 MODEL_SOURCES = resources.files("mmsearch.model_repository")
 BACKENDS = ("auto", "python", "onnxruntime")
@@ -29,7 +31,7 @@ MAX_SEARCH_INSTANCES = 16
 CORES_PER_PREPROCESSOR = 8
 
 
-class RenderError(ValueError):
+class RenderError(MmsearchError):
     pass
 
 
@@ -115,11 +117,14 @@ def _replace_dir(path: Path) -> Path:
     return path
 
 
+TOKEN_TENSORS = (Tensor(c.INPUT_IDS, INT64, (-1,)), Tensor(c.ATTENTION_MASK, INT64, (-1,)))
+
+
 def tokenizer_config(name: str, max_seq_length: int, options: ServingOptions):
     return tc.python_model(
         name,
-        [Tensor("TEXT", BYTES, (1,))],
-        [Tensor("input_ids", INT64, (-1,)), Tensor("attention_mask", INT64, (-1,))],
+        [Tensor(c.TEXT, BYTES, (1,))],
+        list(TOKEN_TENSORS),
         options.preprocess_batching,
         {"max_seq_length": max_seq_length},
     )
@@ -135,55 +140,56 @@ def encoder_config(name: str, inputs, outputs, options: ServingOptions):
     return tc.python_model(name, inputs, outputs, options.encoder_batching, {"intra_op_threads": threads})
 
 
-def text_embed_config(prefix: str, embedding_dim: int, options: ServingOptions):
+def text_embed_config(tower: c.TextTower, embedding_dim: int, options: ServingOptions):
+    tokens = {c.INPUT_IDS: c.INPUT_IDS, c.ATTENTION_MASK: c.ATTENTION_MASK}
     return tc.ensemble(
-        f"{prefix}_embed",
-        [Tensor("TEXT", BYTES, (1,))],
-        [Tensor("EMBEDDING", FP32, (embedding_dim,))],
+        tower.embed,
+        [Tensor(c.TEXT, BYTES, (1,))],
+        [Tensor(c.EMBEDDING, FP32, (embedding_dim,))],
         [
-            EnsembleStep(f"{prefix}_tokenizer", {"TEXT": "TEXT"}, {"input_ids": "input_ids", "attention_mask": "attention_mask"}),
-            EnsembleStep(f"{prefix}_encoder", {"input_ids": "input_ids", "attention_mask": "attention_mask"}, {"embedding": "EMBEDDING"}),
+            EnsembleStep(tower.tokenizer, {c.TEXT: c.TEXT}, tokens),
+            EnsembleStep(tower.encoder, tokens, {c.ENCODER_OUTPUT: c.EMBEDDING}),
         ],
         options.max_batch_size,
     )
 
 
-def search_config(options: ServingOptions, max_top_k: int = 100):
+def search_config(options: ServingOptions):
     # No batching: each request is its own retrieval; instances give concurrency because
     # a search spends most of its time waiting on the encoders and the stores.
     return tc.python_model(
-        "search",
+        c.SEARCH,
         [
-            Tensor("QUERY", BYTES, (1,)),
-            Tensor("COLLECTION", BYTES, (1,)),
-            Tensor("TOP_K", INT32, (1,)),
-            Tensor("IMAGE", BYTES, (1,), optional=True),
-            Tensor("USER_ID", BYTES, (1,), optional=True),
-            Tensor("PARAMS", BYTES, (1,), optional=True),
+            Tensor(c.QUERY, BYTES, (1,)),
+            Tensor(c.COLLECTION, BYTES, (1,)),
+            Tensor(c.TOP_K, INT32, (1,)),
+            Tensor(c.IMAGE, BYTES, (1,), optional=True),
+            Tensor(c.USER_ID, BYTES, (1,), optional=True),
+            Tensor(c.PARAMS, BYTES, (1,), optional=True),
         ],
-        [Tensor("RESULT", BYTES, (1,))],
+        [Tensor(c.RESULT, BYTES, (1,))],
         Batching(max_batch_size=0, instances=options.search_instances),
-        {"max_top_k": max_top_k, "max_query_chars": 2048},
+        {"max_top_k": c.MAX_TOP_K, "max_query_chars": c.MAX_QUERY_CHARS},
     )
 
 
 def image_preprocess_config(image_size: tuple[int, int], options: ServingOptions):
     return tc.python_model(
-        "image_preprocess",
-        [Tensor("IMAGE", BYTES, (1,))],
-        [Tensor("pixel_values", FP32, (3, *image_size))],
+        c.IMAGE_PREPROCESS,
+        [Tensor(c.IMAGE, BYTES, (1,))],
+        [Tensor(c.PIXEL_VALUES, FP32, (3, *image_size))],
         options.preprocess_batching,
     )
 
 
 def image_embed_config(embedding_dim: int, options: ServingOptions):
     return tc.ensemble(
-        "clip_image_embed",
-        [Tensor("IMAGE", BYTES, (1,))],
-        [Tensor("EMBEDDING", FP32, (embedding_dim,))],
+        c.CLIP_IMAGE_EMBED,
+        [Tensor(c.IMAGE, BYTES, (1,))],
+        [Tensor(c.EMBEDDING, FP32, (embedding_dim,))],
         [
-            EnsembleStep("image_preprocess", {"IMAGE": "IMAGE"}, {"pixel_values": "pixel_values"}),
-            EnsembleStep("clip_image_encoder", {"pixel_values": "pixel_values"}, {"embedding": "EMBEDDING"}),
+            EnsembleStep(c.IMAGE_PREPROCESS, {c.IMAGE: c.IMAGE}, {c.PIXEL_VALUES: c.PIXEL_VALUES}),
+            EnsembleStep(c.CLIP_IMAGE_ENCODER, {c.PIXEL_VALUES: c.PIXEL_VALUES}, {c.ENCODER_OUTPUT: c.EMBEDDING}),
         ],
         options.max_batch_size,
     )
@@ -215,18 +221,16 @@ def _write_ensemble(repo: Path, config) -> None:
     tc.write(config, repo / config.name)
 
 
-def render_text_models(repo: Path, prefix: str, onnx_path: Path, tokenizer_dir: Path, embedding_dim: int,
+def render_text_models(repo: Path, tower: c.TextTower, onnx_path: Path, tokenizer_dir: Path, embedding_dim: int,
                        max_seq_length: int, options: ServingOptions, provenance: Path | None = None) -> list[str]:
-    """tokenizer + encoder + ensemble for one text tower (`text` or `clip_text`)."""
+    """tokenizer + encoder + ensemble for one text tower (text_* or clip_text_*)."""
     options.validate()
-    tokenizer, encoder = f"{prefix}_tokenizer", f"{prefix}_encoder"
-    _write_python_model(repo, tokenizer, "text_tokenizer", tokenizer_config(tokenizer, max_seq_length, options),
+    _write_python_model(repo, tower.tokenizer, "text_tokenizer", tokenizer_config(tower.tokenizer, max_seq_length, options),
                         {"tokenizer": tokenizer_dir})
-    inputs = [Tensor("input_ids", INT64, (-1,)), Tensor("attention_mask", INT64, (-1,))]
-    _write_encoder(repo, encoder, onnx_path, inputs, [Tensor("embedding", FP32, (embedding_dim,))], options, provenance)
-    embed = text_embed_config(prefix, embedding_dim, options)
-    _write_ensemble(repo, embed)
-    return [tokenizer, encoder, embed.name]
+    output = [Tensor(c.ENCODER_OUTPUT, FP32, (embedding_dim,))]
+    _write_encoder(repo, tower.encoder, onnx_path, list(TOKEN_TENSORS), output, options, provenance)
+    _write_ensemble(repo, text_embed_config(tower, embedding_dim, options))
+    return [tower.tokenizer, tower.encoder, tower.embed]
 
 
 def render_clip_models(repo: Path, exported, options: ServingOptions, provenance: Path | None = None) -> list[str]:
@@ -234,19 +238,18 @@ def render_clip_models(repo: Path, exported, options: ServingOptions, provenance
     import onnx
 
     dim = exported.embedding_dim
-    models = render_text_models(repo, "clip_text", exported.text_onnx, exported.tokenizer_dir, dim,
+    models = render_text_models(repo, c.CLIP_TEXT_TOWER, exported.text_onnx, exported.tokenizer_dir, dim,
                                 exported.max_text_length, options, provenance)
     pixel_dims = [d.dim_value for d in onnx.load(str(exported.image_onnx), load_external_data=False).graph.input[0].type.tensor_type.shape.dim]
     image_size = (pixel_dims[2], pixel_dims[3])
-    _write_python_model(repo, "image_preprocess", "image_preprocess", image_preprocess_config(image_size, options),
+    _write_python_model(repo, c.IMAGE_PREPROCESS, "image_preprocess", image_preprocess_config(image_size, options),
                         {"image_processor": exported.image_processor_dir})
-    _write_encoder(repo, "clip_image_encoder", exported.image_onnx, [Tensor("pixel_values", FP32, (3, *image_size))],
-                   [Tensor("embedding", FP32, (dim,))], options, provenance)
-    embed = image_embed_config(dim, options)
-    _write_ensemble(repo, embed)
-    return models + ["image_preprocess", "clip_image_encoder", embed.name]
+    _write_encoder(repo, c.CLIP_IMAGE_ENCODER, exported.image_onnx, [Tensor(c.PIXEL_VALUES, FP32, (3, *image_size))],
+                   [Tensor(c.ENCODER_OUTPUT, FP32, (dim,))], options, provenance)
+    _write_ensemble(repo, image_embed_config(dim, options))
+    return models + [c.IMAGE_PREPROCESS, c.CLIP_IMAGE_ENCODER, c.CLIP_IMAGE_EMBED]
 
 
 def render_search_model(repo: Path, options: ServingOptions) -> list[str]:
-    _write_python_model(repo, "search", "search", search_config(options))
-    return ["search"]
+    _write_python_model(repo, c.SEARCH, "search", search_config(options))
+    return [c.SEARCH]

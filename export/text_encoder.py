@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
-import shutil
-import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,60 +18,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from mmsearch.export.errors import ExportError, ExportRecord, load_failure, resolve_source
+from mmsearch.export import steps
+from mmsearch.export.steps import ExportError, ExportRecord
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 log = logging.getLogger(__name__)
 
-# Max |onnx - torch| allowed over every embedding component before an export is rejected.
-PARITY_TOLERANCE = 1e-4
-ONNX_FILE = "model.onnx"
-TOKENIZER_DIR = "tokenizer"
-
 # "mean_sqrt_len_tokens" only rescales the mean, which L2 normalisation cancels.
 _POOLING_MODES = {"mean": "mean", "mean_sqrt_len_tokens": "mean", "cls": "cls", "max": "max"}
-
-# Varied on purpose: very short, > 256 tokens (truncation), punctuation, digits,
-# non-Latin scripts, accents and whitespace, so parity covers real query shapes.
-PARITY_SENTENCES: tuple[str, ...] = (
-    "a",
-    "Hi!",
-    "?",
-    "The cat sits on the mat.",
-    "A man is playing a guitar on stage.",
-    "How do I reset my password?",
-    "Semantic search finds documents by meaning rather than exact keywords.",
-    "NVIDIA Triton Inference Server serves models over HTTP and gRPC.",
-    "The quick brown fox jumps over the lazy dog. " * 40,
-    "Lorem ipsum dolor sit amet, consectetur adipiscing elit; sed do eiusmod tempor! " * 30,
-    "Order #12345 shipped on 2024-03-15 at 09:41 for $1,299.99 (incl. 19% VAT).",
-    "3.14159 2.71828 1.41421 6.02214076e23",
-    "Call +1 (555) 010-9999 or e-mail support@example.com.",
-    "C'est la vie : le café est très chaud, n'est-ce pas ?",
-    "Der schnelle braune Fuchs springt über den faulen Hund.",
-    "¿Dónde está la biblioteca? ¡Está cerca de la estación!",
-    "Москва — столица России.",
-    "東京は日本の首都です。",
-    "我喜欢在晚上读书和听音乐。",
-    "서울은 대한민국의 수도입니다.",
-    "مرحبا بالعالم",
-    "Ελληνικά γράμματα: α β γ δ",
-    "emoji test 🚀🔥👍",
-    "   leading and trailing spaces   ",
-    "UPPERCASE SHOUTING TEXT",
-    "multiple\nlines\tand\ttabs",
-    "!!!???...,,,;;;",
-    "def f(x): return x ** 2  # python code",
-    "<html><body><p>markup</p></body></html>",
-    "A photo of a dog playing fetch in the park on a sunny afternoon.",
-    "Recall@10 and nDCG@10 are common retrieval metrics.",
-    "supercalifragilisticexpialidocious antidisestablishmentarianism",
-    "The committee, after lengthy deliberation over several weeks and numerous heated "
-    "exchanges, ultimately decided to postpone the vote until further evidence emerged.",
-    "数字 42 と English が混ざった文章。" * 60,
-)
 
 
 @dataclass
@@ -99,11 +51,11 @@ def load_sentence_transformer(name_or_path: str) -> SentenceTransformer:
     """Load a sentence-transformers model from a local directory or a hub name, on CPU."""
     from sentence_transformers import SentenceTransformer
 
-    source = resolve_source(name_or_path, "model")
+    source = steps.resolve_source(name_or_path, "model")
     try:
         model = SentenceTransformer(source, device="cpu")
     except Exception as exc:
-        raise load_failure(
+        raise steps.load_failure(
             exc, name_or_path, "sentence-transformers model",
             f"could not reach the Hugging Face hub to load {name_or_path!r} (offline or no network); "
             "pass a local model directory instead",
@@ -175,44 +127,20 @@ def embedding_dimension(model: SentenceTransformer) -> int:
     return int(getter())
 
 
-def _export_onnx(wrapper: _PooledEncoder, tokenizer, path: Path, opset: int, embedding_dim: int) -> None:
+def _export_onnx(wrapper: _PooledEncoder, tokenizer, path: Path, embedding_dim: int) -> None:
     # Two rows of different length so the traced graph never assumes an all-ones mask;
     # the model's own tokenizer keeps the ids valid for any vocabulary.
     sample = tokenizer(["a sample sentence to trace the encoder", "short"], padding=True, return_tensors="pt")
-    input_ids = sample["input_ids"].to(torch.int64)
-    attention_mask = sample["attention_mask"].to(torch.int64)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer chatter about python-side shape checks
-        torch.onnx.export(
-            wrapper,
-            (input_ids, attention_mask),
-            str(path),
-            input_names=["input_ids", "attention_mask"],
-            output_names=["embedding"],
-            dynamic_axes={
-                "input_ids": {0: "batch", 1: "sequence"},
-                "attention_mask": {0: "batch", 1: "sequence"},
-                "embedding": {0: "batch"},
-            },
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,  # TorchScript exporter: deterministic and needs no onnxscript
-        )
-    import onnx
-
-    # The tracer loses the static width through the pooling arithmetic; pin it so Triton
-    # and clients see [batch, dim] instead of an opaque symbolic dimension.
-    proto = onnx.load(str(path))
-    proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value = embedding_dim
-    onnx.save(proto, str(path))
-    onnx.checker.check_model(str(path), full_check=True)
+    args = (sample["input_ids"].to(torch.int64), sample["attention_mask"].to(torch.int64))
+    dynamic = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
+    steps.trace_to_onnx(wrapper, args, ["input_ids", "attention_mask"], dynamic, path, embedding_dim)
 
 
 def _parity_diff(model: SentenceTransformer, onnx_path: Path, tokenizer_dir: Path, max_seq_length: int) -> float:
     import onnxruntime as ort
     from transformers import AutoTokenizer
 
-    sentences = list(PARITY_SENTENCES)
+    sentences = list(steps.PARITY_SENTENCES)
     # Reload the saved tokenizer rather than reuse the in-memory one, so the files Triton
     # will load are part of what is verified.
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
@@ -223,20 +151,10 @@ def _parity_diff(model: SentenceTransformer, onnx_path: Path, tokenizer_dir: Pat
         {"input_ids": batch["input_ids"].astype(np.int64), "attention_mask": batch["attention_mask"].astype(np.int64)},
     )
     expected = model.encode(sentences, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-    if got.shape != expected.shape:
-        raise ExportError(f"parity check failed: ONNX output shape {got.shape} != reference {expected.shape}")
-    return float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
+    return steps.max_abs_diff(got, expected)
 
 
-def _move_into_place(src: Path, dst: Path) -> None:
-    if dst.is_dir() and not dst.is_symlink():
-        shutil.rmtree(dst)
-    elif dst.exists() or dst.is_symlink():
-        dst.unlink()
-    os.replace(src, dst)
-
-
-def export_text_encoder(name_or_path: str, output_dir: Path, *, opset: int = 17) -> TextEncoderExport:
+def export_text_encoder(name_or_path: str, output_dir: Path) -> TextEncoderExport:
     """Export `name_or_path` to `output_dir`/{model.onnx, tokenizer/, export.json}.
 
     Everything is built in a staging folder inside `output_dir` and moved into place only
@@ -251,27 +169,21 @@ def export_text_encoder(name_or_path: str, output_dir: Path, *, opset: int = 17)
     if not max_seq_length:
         raise ExportError(f"{name_or_path!r} has no max_seq_length; cannot choose a truncation length")
 
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=output_dir) as staging_name:
-        staging = Path(staging_name)
-        model.tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
-        _export_onnx(wrapper, model.tokenizer, staging / ONNX_FILE, opset, embedding_dim)
-        diff = _parity_diff(model, staging / ONNX_FILE, staging / TOKENIZER_DIR, max_seq_length)
-        log.info("text encoder parity: max |onnx - torch| = %.3g over %d sentences", diff, len(PARITY_SENTENCES))
-        if not diff <= PARITY_TOLERANCE:  # also rejects NaN
-            raise ExportError(
-                f"parity check failed: max abs diff {diff:.3g} > tolerance {PARITY_TOLERANCE:g} "
-                f"over {len(PARITY_SENTENCES)} sentences; no model.onnx written"
-            )
-        for name in (TOKENIZER_DIR, ONNX_FILE):
-            _move_into_place(staging / name, output_dir / name)
+    with steps.staging(output_dir) as staged:
+        model.tokenizer.save_pretrained(str(staged / steps.TOKENIZER_DIR))
+        _export_onnx(wrapper, model.tokenizer, staged / steps.ONNX_FILE, embedding_dim)
+        diff = _parity_diff(model, staged / steps.ONNX_FILE, staged / steps.TOKENIZER_DIR, max_seq_length)
+        log.info("text encoder parity: max |onnx - torch| = %.3g over %d sentences", diff, len(steps.PARITY_SENTENCES))
+        steps.check_parity(diff)
+        steps.move_into_place(staged, output_dir, (steps.TOKENIZER_DIR, steps.ONNX_FILE))
 
     result = TextEncoderExport(
-        onnx_path=output_dir / ONNX_FILE,
-        tokenizer_dir=output_dir / TOKENIZER_DIR,
+        onnx_path=output_dir / steps.ONNX_FILE,
+        tokenizer_dir=output_dir / steps.TOKENIZER_DIR,
         embedding_dim=embedding_dim,
         max_seq_length=int(max_seq_length),
         parity_max_abs_diff=diff,
-        parity_sentences=len(PARITY_SENTENCES),
+        parity_sentences=len(steps.PARITY_SENTENCES),
         source=str(name_or_path),
     )
     result.save(output_dir)

@@ -7,25 +7,22 @@ Documents keep id, path or URL, file name, width, height and the user's own fiel
 
 from __future__ import annotations
 
-import json
 import urllib.request
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from mmsearch.client.search_client import ClientError, SearchClient
 from mmsearch.indexer.pipeline import IndexingError, IndexOptions, IndexReport
-from mmsearch.model_repository.image_preprocessing import MAX_IMAGE_BYTES, ImageDecodeError, decode_image
+from mmsearch.jsonl import JsonLinesError, read_jsonl
+from mmsearch.model_repository.contract import DOCUMENT_MODELS, MAX_IMAGE_BYTES
+from mmsearch.model_repository.image_preprocess.image_preprocessing import ImageDecodeError, decode_image
 
-EMBED_MODEL = "clip_image_embed"
-QUERY_MODELS = {"text": "clip_text_embed", "image": "clip_image_embed"}
+EMBED_MODEL = DOCUMENT_MODELS["image"]
 URL_TIMEOUT_S = 30
-
-
-def collection_metadata(options: IndexOptions) -> dict:
-    return {"modality": "image", "query_models": QUERY_MODELS}
 
 
 def source_of(doc: dict) -> str:
@@ -34,51 +31,41 @@ def source_of(doc: dict) -> str:
 
 def discover_folder(root: Path) -> list[dict]:
     """Every visible file under `root`; the ones that are not images are reported when read."""
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    files = sorted(p for p in root.rglob("*")
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
     return [{"id": p.relative_to(root).as_posix(), "path": str(p.resolve()), "file_name": p.name} for p in files]
 
 
-def read_manifest(path: Path, options: IndexOptions, report: IndexReport) -> list[dict]:
-    """JSON-lines with `path_field` (a local path, relative to the file, or an http(s) URL)."""
-    documents: dict[str, dict] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            report.lines += 1
-            try:
-                record = json.loads(line)
-                location = record.get(options.path_field) if isinstance(record, dict) else None
-                if not isinstance(location, str) or not location.strip():
-                    raise ValueError(f"missing path field '{options.path_field}'")
-            except ValueError as exc:
-                reason = f"invalid JSON ({exc.msg})" if isinstance(exc, json.JSONDecodeError) else str(exc)
-                if options.on_error == "fail":
-                    raise IndexingError(f"{path}:{number}: {reason}") from None
-                report.skipped.append((number, reason))
-                continue
-            if location.startswith(("http://", "https://")):
-                where = {"url": location, "file_name": location.rstrip("/").rsplit("/", 1)[-1]}
-            else:
-                local = (path.parent / location).resolve()
-                where = {"path": str(local), "file_name": local.name}
-            doc_id = str(record.get(options.id_field) or location)
-            if doc_id in documents:
-                report.duplicates += 1
-                del documents[doc_id]
-            documents[doc_id] = {**record, **where, "id": doc_id}
-    return list(documents.values())
+def manifest_entry(record: dict, options: IndexOptions, base: Path) -> dict:
+    """A manifest line's image: `path_field` holds a path (relative to the manifest) or an http(s) URL."""
+    location = record.get(options.path_field)
+    if not isinstance(location, str) or not location.strip():
+        raise ValueError(f"missing path field '{options.path_field}'")
+    if location.startswith(("http://", "https://")):
+        where = {"url": location, "file_name": location.rstrip("/").rsplit("/", 1)[-1]}
+    else:
+        local = (base / location).resolve()
+        where = {"path": str(local), "file_name": local.name}
+    return {**record, **where, "id": str(record.get(options.id_field) or location)}
 
 
-def discover(input_path: Path, options: IndexOptions, report: IndexReport) -> list[dict]:
+def read_documents(input_path: Path, options: IndexOptions, report: IndexReport) -> list[dict]:
+    """The images of a folder or a JSON-lines manifest; under --on-error fail, every image is
+    checked before anything is written."""
     if input_path.is_dir():
         documents = discover_folder(input_path)
         report.lines = len(documents)
-        return documents
-    try:
-        return read_manifest(input_path, options, report)
-    except OSError as exc:
-        raise IndexingError(f"cannot read {input_path}: {exc.strerror}") from None
+    else:
+        try:
+            read = read_jsonl(input_path, partial(manifest_entry, options=options, base=input_path.parent),
+                              on_error=options.on_error, key="id")
+        except JsonLinesError as exc:
+            raise IndexingError(str(exc)) from None
+        report.absorb(read)
+        documents = read.records
+    if options.on_error == "fail":
+        check_all(documents, options.concurrency)
+    return documents
 
 
 def load_bytes(doc: dict) -> bytes:
@@ -119,7 +106,7 @@ def check_all(documents: Sequence[dict], concurrency: int) -> None:
         raise IndexingError(problem)
 
 
-def image_embedder(client: SearchClient, options: IndexOptions):
+def embedder(client: SearchClient, options: IndexOptions):
     def embed_batch(batch: Sequence[dict]):
         kept, payloads, failures = [], [], []
         for doc in batch:
@@ -138,7 +125,7 @@ def image_embedder(client: SearchClient, options: IndexOptions):
             pass
         # The server refused the batch: embed one by one so only the bad image is dropped.
         good, vectors = [], []
-        for doc, data in zip(kept, payloads):
+        for doc, data in zip(kept, payloads, strict=True):
             try:
                 vectors.append(client.embed_images([data], EMBED_MODEL)[0])
                 good.append(doc)

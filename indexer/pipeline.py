@@ -8,19 +8,20 @@ name and the reason, or replaced by a later one with the same id.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
+from mmsearch.errors import MmsearchError
+from mmsearch.jsonl import JsonLines
+from mmsearch.model_repository.contract import CollectionInfo
 from mmsearch.stores import DocumentStore, VectorStore, scalar_fields
 
-ON_ERROR = ("skip", "fail")
 
-
-class IndexingError(ValueError):
+class IndexingError(MmsearchError):
     """The run cannot go on (a bad line under --on-error fail, an unreadable file...)."""
 
 
@@ -49,6 +50,12 @@ class IndexReport:
     documents_stored: int = 0
     seconds: float = 0.0
 
+    def absorb(self, read: JsonLines) -> None:
+        """Count what reading the input file found."""
+        self.lines += read.lines
+        self.skipped.extend(read.skipped)
+        self.duplicates += read.duplicates
+
     @property
     def docs_per_s(self) -> float:
         return self.written / self.seconds if self.seconds else 0.0
@@ -72,12 +79,11 @@ BatchEmbedder = Callable[[Sequence[dict]], tuple[Sequence[dict], np.ndarray, lis
 def index_documents(
     documents: Sequence[dict],
     embed_batch: BatchEmbedder,
-    embedding_dim: int,
+    info: CollectionInfo,
     vectors: VectorStore,
     store: DocumentStore,
     options: IndexOptions,
     report: IndexReport,
-    metadata: dict,
     progress: bool = True,
 ) -> IndexReport:
     """Embed in batches (several in flight), then write each batch to both stores."""
@@ -85,7 +91,7 @@ def index_documents(
     if options.recreate:
         vectors.drop(options.collection)
         store.drop(options.collection)
-    vectors.ensure_collection(options.collection, embedding_dim, metadata, options.index_type)
+    vectors.ensure_collection(options.collection, info, options.index_type)
 
     skip = {options.text_field, "id", "vector"}
     fields: set[str] = set()

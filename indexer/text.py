@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
-from typing import Sequence
 
 from mmsearch.client.search_client import SearchClient
 from mmsearch.indexer.pipeline import IndexingError, IndexOptions, IndexReport
+from mmsearch.jsonl import JsonLinesError, parse_object, read_jsonl
+from mmsearch.model_repository.contract import DOCUMENT_MODELS
 from mmsearch.stores import MAX_ID_LENGTH
 
-EMBED_MODEL = "text_embed"
 
-
-def parse_line(line: str, id_field: str, text_field: str) -> dict:
-    """One JSON-lines record as a document with a string `id`; ValueError says what is wrong."""
-    try:
-        record = json.loads(line)
-    except ValueError as exc:
-        raise ValueError(f"invalid JSON ({exc.msg})") from None
-    if not isinstance(record, dict):
-        raise ValueError("not a JSON object")
+def text_document(record: dict, id_field: str, text_field: str) -> dict:
+    """A record as a document with a string `id`; ValueError says what is wrong."""
     doc_id = record.get(id_field)
     if doc_id is None or (isinstance(doc_id, str) and not doc_id.strip()) or isinstance(doc_id, (dict, list, bool)):
         raise ValueError(f"missing id field '{id_field}'")
@@ -33,38 +27,23 @@ def parse_line(line: str, id_field: str, text_field: str) -> dict:
     return {**record, "id": doc_id}
 
 
-def read_corpus(path: Path, options: IndexOptions, report: IndexReport) -> list[dict]:
+def parse_line(line: str, id_field: str, text_field: str) -> dict:
+    return text_document(parse_object(line), id_field, text_field)
+
+
+def read_documents(path: Path, options: IndexOptions, report: IndexReport) -> list[dict]:
     """All valid documents, last occurrence of an id winning; bad lines go into the report."""
-    documents: dict[str, dict] = {}
+    parse = partial(text_document, id_field=options.id_field, text_field=options.text_field)
     try:
-        handle = open(path, encoding="utf-8")
-    except OSError as exc:
-        raise IndexingError(f"cannot read {path}: {exc.strerror}") from None
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            report.lines += 1
-            try:
-                doc = parse_line(line, options.id_field, options.text_field)
-            except ValueError as exc:
-                if options.on_error == "fail":
-                    raise IndexingError(f"{path}:{number}: {exc}") from None
-                report.skipped.append((number, str(exc)))
-                continue
-            if doc["id"] in documents:
-                report.duplicates += 1
-                del documents[doc["id"]]  # re-insert so the order follows the winning line
-            documents[doc["id"]] = doc
-    return list(documents.values())
+        read = read_jsonl(path, parse, on_error=options.on_error, key="id")
+    except JsonLinesError as exc:
+        raise IndexingError(str(exc)) from None
+    report.absorb(read)
+    return read.records
 
 
-def collection_metadata(options: IndexOptions) -> dict:
-    return {"modality": "text", "text_field": options.text_field, "query_models": {"text": EMBED_MODEL}}
-
-
-def text_embedder(client: SearchClient, options: IndexOptions):
+def embedder(client: SearchClient, options: IndexOptions):
     def embed_batch(batch: Sequence[dict]):
-        return batch, client.embed_texts([doc[options.text_field] for doc in batch], EMBED_MODEL), []
+        return batch, client.embed_texts([doc[options.text_field] for doc in batch], DOCUMENT_MODELS["text"]), []
 
     return embed_batch

@@ -19,9 +19,3 @@ class ModelArgs:
     def parameter(self, key: str, default: str | None = None) -> str | None:
         entry = self.config.get("parameters", {}).get(key)
         return entry["string_value"] if entry else default
-
-    def output_dtype(self, name: str):
-        import triton_python_backend_utils as pb_utils
-
-        output = next(o for o in self.config["output"] if o["name"] == name)
-        return pb_utils.triton_string_to_numpy(output["data_type"])

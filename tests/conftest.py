@@ -7,18 +7,19 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub here; never wait on its retries
 
-from mmsearch.model_repository.server import Ports, TritonServer, free_port, stop_process_group  # noqa: E402
-from mmsearch.client.bench import milvus_server_healthy  # noqa: E402
-from mmsearch.settings import StoreSettings, port_is_open  # noqa: E402
+from mmsearch.milvus_servers import milvus_server_healthy, start_milvus_server  # noqa: E402
+from mmsearch.processes import free_port, port_is_open, start_ready  # noqa: E402
+from mmsearch.settings import StoreSettings  # noqa: E402
+from mmsearch.tritonserver import Ports, TritonServer  # noqa: E402
 
 BIN = Path(sys.executable).parent
+MONGO_START_S = 90
 
 
 def mmsearch_cli(*args: str, check: bool = True, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -31,38 +32,6 @@ def mmsearch_cli(*args: str, check: bool = True, timeout: float = 600, env: dict
     return result
 
 
-def wait_until(check, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"{what} not ready after {timeout} s")
-
-
-class Service:
-    """A server process owned by a test: started, waited for, stopped (and waited for)."""
-
-    def __init__(self, args: list[str], ready, log_path: Path, name: str, timeout: float = 90):
-        self.args, self.ready, self.log_path, self.name, self.timeout = args, ready, log_path, name, timeout
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> "Service":
-        self._log = open(self.log_path, "a")
-        self.process = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_until(lambda: self.process.poll() is None and self.ready(), self.timeout, self.name)
-        except TimeoutError:
-            self.stop()
-            raise AssertionError(f"{self.name} did not start:\n{self.log_path.read_text()[-3000:]}")
-        return self
-
-    def stop(self) -> None:
-        if self.process:
-            stop_process_group(self.process, 60)  # the storage path is reused only after it is gone
-        self.process = None
-
-
 @pytest.fixture(scope="session")
 def exported_repository(tmp_path_factory) -> Path:
     """all-MiniLM-L6-v2 exported through the real CLI into a python-backend repository."""
@@ -71,18 +40,30 @@ def exported_repository(tmp_path_factory) -> Path:
     return repo
 
 
+class MongoWireServer:
+    """SecantusDB, a real MongoDB-wire server on WiredTiger, owned by a test: start() again after stop()
+    reopens the same storage."""
+
+    def __init__(self, base: Path):
+        self.base, self.port, self.process = base, free_port(), None
+        self.uri = f"mongodb://127.0.0.1:{self.port}"
+
+    def start(self) -> MongoWireServer:
+        args = [str(BIN / "secantusd-py"), "--host", "127.0.0.1", "--port", str(self.port),
+                "--storage-path", str(self.base / "data")]
+        self.process = start_ready("secantusd-py", args, self.base / "secantusd.log",
+                                   lambda: port_is_open("127.0.0.1", self.port), MONGO_START_S)
+        return self
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop(60)  # the storage path is reused only after it is gone
+        self.process = None
+
+
 @pytest.fixture(scope="session")
 def mongo_server(tmp_path_factory):
-    """SecantusDB: a real MongoDB-wire server on WiredTiger."""
-    base = tmp_path_factory.mktemp("mongo")
-    port = free_port()
-    service = Service(
-        [str(BIN / "secantusd-py"), "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(base / "data")],
-        lambda: port_is_open("127.0.0.1", port),
-        base / "secantusd.log",
-        "secantusd-py",
-    ).start()
-    service.uri = f"mongodb://127.0.0.1:{port}"
+    service = MongoWireServer(tmp_path_factory.mktemp("mongo")).start()
     yield service
     service.stop()
 
@@ -93,17 +74,10 @@ def milvus_server(tmp_path_factory):
     if milvus_server_healthy():
         pytest.fail("a Milvus server is already running on :9091; stop it so the test owns its own")
     base = tmp_path_factory.mktemp("milvus")
-    port = free_port()
-    service = Service(
-        [str(BIN / "milvus-server"), "--data", str(base / "data"), "--proxy-port", str(port)],
-        lambda: milvus_server_healthy() and port_is_open("127.0.0.1", port),
-        base / "milvus-server.log",
-        "milvus-server",
-        timeout=120,
-    ).start()
-    service.uri = f"http://127.0.0.1:{port}"
-    yield service
-    service.stop()
+    process, uri = start_milvus_server(base / "data", base / "milvus-server.log")
+    process.uri = uri
+    yield process
+    process.stop(60)
 
 
 @pytest.fixture(scope="session")

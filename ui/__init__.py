@@ -6,14 +6,18 @@ import os
 import sys
 from pathlib import Path
 
-from mmsearch.settings import ENV_PROTOCOL, ENV_URL, http_answers
+from mmsearch.errors import MmsearchError
+from mmsearch.model_repository.contract import MAX_IMAGE_BYTES
+from mmsearch.processes import check_port_free, http_answers, start_ready
+from mmsearch.settings import ENV_PROTOCOL, ENV_URL
 
 APP = Path(__file__).with_name("app.py")
-MAX_UPLOAD_MB = 32  # the search model refuses query images over 32 MiB anyway
+MAX_UPLOAD_MB = MAX_IMAGE_BYTES // 2**20  # the search model refuses bigger query images anyway
 PRIMARY_COLOR = "#1f6feb"  # Streamlit's default red makes a focused query box look like an error
+PAGE_START_S = 60.0
 
 
-class PageError(RuntimeError):
+class PageError(MmsearchError):
     pass
 
 
@@ -43,16 +47,18 @@ def page_is_up(port: int, host: str = "127.0.0.1") -> bool:
     return http_answers(f"http://{host}:{port}/_stcore/health", b"ok")
 
 
-def start_page(url: str, protocol: str, port: int, log_path: Path, address: str = "localhost", timeout: float = 60.0):
+def start_page(url: str, protocol: str, port: int, log_path: Path, address: str = "localhost"):
     """The page as a background process (for `mmsearch demo`), returned once it answers."""
-    from mmsearch.model_repository.server import ManagedProcess, check_port_free, wait_for
-
     require_streamlit()
     check_port_free(port, "--ui-port")
-    process = ManagedProcess("streamlit", streamlit_command(port, address), log_path, env=streamlit_env(url, protocol))
-    try:
-        wait_for(lambda: page_is_up(port), process, timeout, "the search page (Streamlit)")
-    except Exception:
-        process.stop()
-        raise
-    return process
+    return start_ready("the search page (Streamlit)", streamlit_command(port, address), log_path,
+                       lambda: page_is_up(port), PAGE_START_S, env=streamlit_env(url, protocol))
+
+
+def open_page(url: str, protocol: str, port: int, address: str = "localhost") -> None:
+    """`mmsearch ui`: this process becomes Streamlit serving the page (Ctrl-C stops it)."""
+    require_streamlit()
+    check_port_free(port, "--port")
+    print(f"mmsearch ui: http://{address}:{port} (Triton at {url} over {protocol}); Ctrl-C stops it", flush=True)
+    command = streamlit_command(port, address)
+    os.execve(command[0], command, streamlit_env(url, protocol))

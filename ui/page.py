@@ -17,8 +17,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from mmsearch.client.search_client import DEFAULT_URL, PROTOCOLS, ClientError, SearchClient, describe_document
-from mmsearch.model_repository.experiments import LAYERS
+from mmsearch.client.display import describe_document
+from mmsearch.client.search_client import PROTOCOLS, ClientError, SearchClient, search_params
+from mmsearch.model_repository.contract import DEFAULT_URL, LAYERS, MAX_TOP_K
 from mmsearch.settings import ENV_PROTOCOL, ENV_URL
 
 BY_USER = "by user id"  # the arm is the one the user's hash picks
@@ -47,13 +48,8 @@ def escape_markdown(text: str) -> str:
 
 def request_params(forced: dict[str, str], filter_text: str) -> dict:
     """PARAMS for the search model: debug info always (the page shows it), forced arms, filter."""
-    params: dict = {"debug": True}
     arms = {layer: arm for layer, arm in forced.items() if arm and arm != BY_USER}
-    if arms:
-        params["experiments"] = arms
-    if filter_text.strip():
-        params["filter"] = filter_text.strip()
-    return params
+    return search_params(arms, filter_text.strip(), debug=True)
 
 
 def server_message(error: ClientError) -> str:
@@ -180,7 +176,7 @@ def image_hits(hits: list[dict]) -> None:
     # and row by row the stacked order stays the rank order.
     for start in range(0, len(hits), GRID_COLUMNS):
         row = hits[start:start + GRID_COLUMNS]
-        for rank, (column, hit) in enumerate(zip(st.columns(GRID_COLUMNS), row), start=start + 1):
+        for rank, (column, hit) in enumerate(zip(st.columns(GRID_COLUMNS), row, strict=False), start=start + 1):
             name, _ = describe_document(hit["document"])
             caption = f"{rank}. {name or hit['id']} · {hit['score']:.3f}"
             with column:
@@ -220,15 +216,47 @@ def results(result: dict, modality: str) -> None:
         text_hits(hits)
 
 
-def main() -> None:
-    st.set_page_config(page_title="mmsearch", page_icon=":material/search:", layout="wide")
+def server_sidebar() -> tuple[str, str, ServerStatus]:
+    """Where Triton is (from MMSEARCH_URL / MMSEARCH_PROTOCOL, editable) and what it serves."""
     with st.sidebar:
-        url = st.text_input("Triton URL", value=os.environ.get(ENV_URL, DEFAULT_URL), key="url", help="HOST:PORT of Triton's gRPC (or HTTP) endpoint.")
+        url = st.text_input("Triton URL", value=os.environ.get(ENV_URL, DEFAULT_URL), key="url",
+                            help="HOST:PORT of Triton's gRPC (or HTTP) endpoint.")
         default_protocol = os.environ.get(ENV_PROTOCOL, "grpc")
-        protocol = st.selectbox("Protocol", PROTOCOLS, index=PROTOCOLS.index(default_protocol) if default_protocol in PROTOCOLS else 0, key="protocol")
+        protocol = st.selectbox("Protocol", PROTOCOLS, key="protocol",
+                                index=PROTOCOLS.index(default_protocol) if default_protocol in PROTOCOLS else 0)
         status = read_status(url, protocol)
         server_panel(status)
+    return url, protocol, status
 
+
+def search_controls(status: ServerStatus) -> tuple[dict, str, int, object]:
+    """The collection (its catalog entry), the query, top-k and an uploaded image (or None)."""
+    by_name = {c["name"]: c for c in status.collections}
+    query_column, collection_column, top_k_column = st.columns([4, 2, 1], vertical_alignment="bottom")
+    with collection_column:
+        name = st.selectbox("Collection", list(by_name), format_func=lambda n: collection_label(by_name[n]), key="collection")
+    collection = by_name[name]
+    with query_column:
+        query = st.text_input("Query", key="query", placeholder="Ask in your own words, then press Enter")
+    with top_k_column:
+        top_k = int(st.number_input("Top k", min_value=1, max_value=MAX_TOP_K, value=10, step=1, key="top_k"))
+    upload = None
+    if "image" in collection["queries"]:
+        upload = st.file_uploader("…or search by image (image → image)", type=IMAGE_TYPES, key=f"image_{name}")
+    return collection, query, top_k, upload
+
+
+def active_settings_caption(params: dict) -> None:
+    """The tuning controls sit in the sidebar, hidden on a narrow screen: say what is on."""
+    notes = [f"filter {escape_markdown(params['filter'])}"] if "filter" in params else []
+    notes += [f"{layer} forced to {escape_markdown(arm)}" for layer, arm in params.get("experiments", {}).items()]
+    if notes:
+        st.caption("With " + "; ".join(notes) + ".")
+
+
+def main() -> None:
+    st.set_page_config(page_title="mmsearch", page_icon=":material/search:", layout="wide")
+    url, protocol, status = server_sidebar()
     st.title("mmsearch", anchor=False)
     st.caption("Semantic search over text and images, served by Triton")
     if status.error:
@@ -238,36 +266,20 @@ def main() -> None:
         st.info("The server has no collections yet. Index one, e.g. "
                 "`mmsearch index --input docs.jsonl --collection docs --text-field text`, then press Refresh.")
         return
-
-    by_name = {c["name"]: c for c in status.collections}
-    query_column, collection_column, top_k_column = st.columns([4, 2, 1], vertical_alignment="bottom")
-    with collection_column:
-        name = st.selectbox("Collection", list(by_name), format_func=lambda n: collection_label(by_name[n]), key="collection")
-    collection = by_name[name]
-    with query_column:
-        query = st.text_input("Query", key="query", placeholder="Ask in your own words, then press Enter")
-    with top_k_column:
-        top_k = int(st.number_input("Top k", min_value=1, max_value=100, value=10, step=1, key="top_k"))
-    upload = None
-    if "image" in collection["queries"]:
-        upload = st.file_uploader("…or search by image (image → image)", type=IMAGE_TYPES, key=f"image_{name}")
+    collection, query, top_k, upload = search_controls(status)
     with st.sidebar:
         user_id, forced, filter_text = tuning_panel(collection)
-
     if upload is None and not query.strip():
         st.caption("Type a query and press Enter" + (", or upload an image." if "image" in collection["queries"] else "."))
         return
     params = request_params(forced, filter_text)
-    notes = [f"filter {escape_markdown(params['filter'])}"] if "filter" in params else []
-    notes += [f"{layer} forced to {escape_markdown(arm)}" for layer, arm in params.get("experiments", {}).items()]
-    if notes:  # the tuning controls sit in the sidebar, hidden on a narrow screen: say what is on
-        st.caption("With " + "; ".join(notes) + ".")
+    active_settings_caption(params)
     if upload is not None and query.strip():
         st.caption("Searching by the uploaded image; remove it to search by text.")
     try:
         with SearchClient(url, protocol) as client:
-            result = client.search("" if upload else query, name, top_k, user_id=user_id or None, params=params,
-                                   image=upload.getvalue() if upload else None)
+            result = client.search("" if upload else query, collection["name"], top_k, user_id=user_id or None,
+                                   params=params, image=upload.getvalue() if upload else None)
     except ClientError as exc:
         prefix = f"Could not search with {upload.name}: " if upload else ""
         st.error(prefix + server_message(exc))

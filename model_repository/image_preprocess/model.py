@@ -7,7 +7,7 @@ only the request that carried it, with a message naming the problem.
 
 import triton_python_backend_utils as pb_utils
 
-from mmsearch.model_repository.image_preprocessing import ClipImagePreprocessor, ImageDecodeError
+from mmsearch.model_repository.image_preprocess.image_preprocessing import ClipImagePreprocessor, ImageDecodeError
 from mmsearch.model_repository.runtime import ModelArgs
 
 

@@ -6,7 +6,7 @@ Inputs and outputs are whatever the ONNX graph declares.
 
 import triton_python_backend_utils as pb_utils
 
-from mmsearch.model_repository.onnx_runner import OnnxEncoder
+from mmsearch.model_repository.onnx_encoder.onnx_runner import OnnxEncoder
 from mmsearch.model_repository.runtime import ModelArgs
 
 

@@ -1,4 +1,4 @@
-"""Triton python (BLS) model `search`: QUERY, COLLECTION, TOP_K [, USER_ID, PARAMS] -> RESULT (JSON).
+"""Triton python (BLS) model `search`: QUERY, COLLECTION, TOP_K [, IMAGE, USER_ID, PARAMS] -> RESULT (JSON).
 
 Parses tensors, embeds the query through the `*_embed` ensembles by BLS, and hands
 everything else to `Searcher`. A bad request gets an error response; the model keeps serving.
@@ -11,9 +11,25 @@ from functools import partial
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from mmsearch.model_repository.experiments import ConfigWatcher, parse_config
+from mmsearch.errors import MmsearchError
+from mmsearch.model_repository.contract import (
+    COLLECTION,
+    DEFAULT_TOP_K,
+    EMBEDDING,
+    IMAGE,
+    MAX_QUERY_CHARS,
+    MAX_TOP_K,
+    PARAMS,
+    QUERY,
+    RESULT,
+    TOP_K,
+    USER_ID,
+)
 from mmsearch.model_repository.runtime import ModelArgs
-from mmsearch.model_repository.search_pipeline import SearchError, SearchRequest, Searcher, arm_validator
+from mmsearch.model_repository.search.experiments import ConfigWatcher, parse_config
+from mmsearch.model_repository.search.layers import arm_validator
+from mmsearch.model_repository.search.request import SearchError, SearchRequest
+from mmsearch.model_repository.search.searcher import Searcher
 from mmsearch.settings import ENV_EXPERIMENTS, StoreSettings
 from mmsearch.stores import VectorStore, open_document_store
 
@@ -51,13 +67,13 @@ def embed_by_bls(model_name: str, input_name: str, payload) -> np.ndarray:
     data = payload.encode("utf-8") if isinstance(payload, str) else payload
     request = pb_utils.InferenceRequest(
         model_name=model_name,
-        requested_output_names=["EMBEDDING"],
+        requested_output_names=[EMBEDDING],
         inputs=[pb_utils.Tensor(input_name, np.array([[data]], dtype=np.object_))],
     )
     response = request.exec()
     if response.has_error():
         raise SearchError(f"{model_name} failed: {response.error().message()}")
-    return pb_utils.get_output_tensor_by_name(response, "EMBEDDING").as_numpy()[0]
+    return pb_utils.get_output_tensor_by_name(response, EMBEDDING).as_numpy()[0]
 
 
 def optional_scalar(request, name: str, default):
@@ -70,6 +86,10 @@ def optional_bytes(request, name: str) -> bytes | None:
     return None if value is None else bytes(value)
 
 
+def error_response(message: str):
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
+
+
 class TritonPythonModel:
     def initialize(self, args):
         model = ModelArgs(args)
@@ -77,19 +97,21 @@ class TritonPythonModel:
         repository = model.version_dir.parent.parent
         models = {p.parent.name for p in repository.glob("*/config.pbtxt")}
         # Re-read within a second of an edit; a broken edit is logged and the last good config serves on.
-        self.experiments = ConfigWatcher(
-            os.environ.get(ENV_EXPERIMENTS), partial(parse_config, validate_arm=arm_validator(models)), interval_s=1.0, background=True
-        )
+        self.experiments = ConfigWatcher(os.environ.get(ENV_EXPERIMENTS), partial(parse_config, validate_arm=arm_validator(models)),
+                                         interval_s=1.0, background=True)
         self.searcher = Searcher(
             embed_by_bls,
             lambda: VectorStore.open(settings),
             lambda: open_document_store(settings),
             experiments=self.experiments.current,
             recorder=TritonMetrics(),
-            max_top_k=int(model.parameter("max_top_k", "100")),
-            max_query_chars=int(model.parameter("max_query_chars", "2048")),
+            max_top_k=int(model.parameter("max_top_k", str(MAX_TOP_K))),
+            max_query_chars=int(model.parameter("max_query_chars", str(MAX_QUERY_CHARS))),
         )
         self.searcher.connect()
+
+    def finalize(self):
+        self.searcher.close()
 
     def execute(self, requests):
         return [self._answer(request) for request in requests]
@@ -97,18 +119,17 @@ class TritonPythonModel:
     def _answer(self, request):
         try:
             search_request = SearchRequest.from_wire(
-                optional_scalar(request, "QUERY", b""),
-                optional_scalar(request, "COLLECTION", b""),
-                optional_scalar(request, "TOP_K", 10),
-                optional_scalar(request, "USER_ID", b""),
-                optional_scalar(request, "PARAMS", b""),
-                optional_bytes(request, "IMAGE"),
+                optional_scalar(request, QUERY, b""),
+                optional_scalar(request, COLLECTION, b""),
+                optional_scalar(request, TOP_K, DEFAULT_TOP_K),
+                optional_scalar(request, USER_ID, b""),
+                optional_scalar(request, PARAMS, b""),
+                optional_bytes(request, IMAGE),
             )
             result = self.searcher.search(search_request)
-        except SearchError as exc:
-            return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(exc)))
+        except MmsearchError as exc:
+            return error_response(str(exc))
         except Exception as exc:  # never let one request take the model down
-            message = f"internal error: {exc.__class__.__name__}: {exc}"
-            return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
+            return error_response(f"internal error: {exc.__class__.__name__}: {exc}")
         payload = json.dumps(result, ensure_ascii=False).encode("utf-8")
-        return pb_utils.InferenceResponse([pb_utils.Tensor("RESULT", np.array([payload], dtype=np.object_))])
+        return pb_utils.InferenceResponse([pb_utils.Tensor(RESULT, np.array([payload], dtype=np.object_))])

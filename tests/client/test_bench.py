@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from mmsearch.client.bench import Row, goals, markdown_table, percentiles_ms, without_dynamic_batching
+from mmsearch.client.bench.report import Row, goals, markdown_table, percentiles_ms
+from mmsearch.client.bench.run import without_dynamic_batching
 
 
 def test_ratios_are_taken_against_the_named_baseline():

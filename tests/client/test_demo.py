@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from mmsearch.model_repository.server import free_port
+from mmsearch.processes import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from mmsearch.export import clip_encoder as ce
-from mmsearch.export.errors import ExportError
-from mmsearch.export.text_encoder import PARITY_SENTENCES
+from mmsearch.export import steps
+from mmsearch.export.steps import PARITY_SENTENCES, ExportError
 
 HUB_CLIP = "openai/clip-vit-base-patch32"
 
@@ -145,9 +145,9 @@ def test_image_matches_torch(exported, model):
 
 
 def test_exported_towers_serve_real_photos(exported):
-    from mmsearch.model_repository.image_preprocessing import ClipImagePreprocessor
-
     import skimage
+
+    from mmsearch.model_repository.image_preprocess.image_preprocessing import ClipImagePreprocessor
 
     data = Path(skimage.__file__).parent / "data"
     pixels = ClipImagePreprocessor(exported.image_processor_dir)([(data / "rocket.jpg").read_bytes()])
@@ -209,7 +209,7 @@ def test_failed_parity_writes_nothing_and_keeps_the_old_export(tiny_clip_dir, tm
     out = tmp_path / "out"
     out.mkdir()
     (out / "export.json").write_text("{}")
-    monkeypatch.setattr(ce, "PARITY_TOLERANCE", -1.0)
+    monkeypatch.setattr(steps, "PARITY_TOLERANCE", -1.0)
     with pytest.raises(ExportError, match="parity check failed for the CLIP text tower"):
         ce.export_clip(str(tiny_clip_dir), out)
     assert [p.name for p in out.iterdir()] == ["export.json"] and (out / "export.json").read_text() == "{}"

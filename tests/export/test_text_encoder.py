@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from mmsearch.export import steps
 from mmsearch.export import text_encoder as te
 
 
@@ -71,7 +72,7 @@ def test_graph_signature(session):
 
 
 def test_parity_sentences_cover_truncation(tokenizer):
-    lengths = [len(tokenizer(s)["input_ids"]) for s in te.PARITY_SENTENCES]
+    lengths = [len(tokenizer(s)["input_ids"]) for s in steps.PARITY_SENTENCES]
     assert max(lengths) > 256 and min(lengths) <= 3
 
 
@@ -116,7 +117,7 @@ def test_missing_local_path_is_not_a_hub_lookup(tmp_path):
 
 
 def test_failed_parity_leaves_no_model(tmp_path, monkeypatch):
-    monkeypatch.setattr(te, "PARITY_TOLERANCE", -1.0)  # any real diff now fails
+    monkeypatch.setattr(steps, "PARITY_TOLERANCE", -1.0)  # any real diff now fails
     out = tmp_path / "out"
     with pytest.raises(te.ExportError, match="parity check failed"):
         te.export_text_encoder(te.default_text_model(), out)

@@ -14,6 +14,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from mmsearch.export import repository as r
 from mmsearch.export import triton_config as tc
 from mmsearch.export.triton_config import FP32, INT64, Tensor
+from mmsearch.model_repository.contract import TEXT_TOWER
 
 GOLDEN = Path(__file__).parent / "golden"
 CPU = r.ServingOptions(backend="python", device="cpu", cores=2)
@@ -25,7 +26,7 @@ CONFIGS = {
     "text_encoder_python_cpu": r.encoder_config("text_encoder", *ENCODER_IO, CPU),
     "text_encoder_onnxruntime_cpu": r.encoder_config("text_encoder", *ENCODER_IO, r.ServingOptions(backend="onnxruntime", cores=2)),
     "text_encoder_onnxruntime_cuda_fp16": r.encoder_config("text_encoder", *ENCODER_IO, GPU_TRT),
-    "text_embed": r.text_embed_config("text", 384, CPU),
+    "text_embed": r.text_embed_config(TEXT_TOWER, 384, CPU),
     "search": r.search_config(CPU),
     "image_preprocess": r.image_preprocess_config((224, 224), CPU),
     "clip_image_embed": r.image_embed_config(512, CPU),

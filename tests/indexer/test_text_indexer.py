@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from mmsearch.indexer.pipeline import IndexingError, IndexOptions, IndexReport, index_documents
-from mmsearch.indexer.text import collection_metadata, parse_line, read_corpus
-from mmsearch.model_repository.server import free_port, stop_process_group
-from mmsearch.settings import StoreSettings, port_is_open
+from mmsearch.indexer.text import parse_line, read_documents
+from mmsearch.model_repository.contract import CollectionInfo
+from mmsearch.processes import free_port, port_is_open, stop_process_group
+from mmsearch.settings import StoreSettings
 from mmsearch.stores import SqliteDocumentStore, VectorStore
 
 DIM = 8
@@ -62,7 +63,7 @@ def test_numeric_ids_become_strings():
 def test_bad_lines_are_reported_with_line_numbers_and_duplicates_keep_the_last(tmp_path):
     path = write_lines(tmp_path / "c.jsonl", [{"id": "a", "text": "one"}, "{broken", "", {"id": "a", "text": "two"}, {"id": "b"}])
     report = IndexReport("c")
-    docs = read_corpus(path, IndexOptions("c"), report)
+    docs = read_documents(path, IndexOptions("c"), report)
     assert [d["text"] for d in docs] == ["two"]
     assert report.skipped == [(2, "invalid JSON (Expecting property name enclosed in double quotes)"), (5, "missing or empty text field 'text'")]
     assert report.duplicates == 1 and report.lines == 4
@@ -71,13 +72,13 @@ def test_bad_lines_are_reported_with_line_numbers_and_duplicates_keep_the_last(t
 def test_on_error_fail_stops_before_anything_is_written(tmp_path, stores):
     path = write_lines(tmp_path / "c.jsonl", [{"id": "a", "text": "one"}, {"id": "b"}])
     with pytest.raises(IndexingError, match=r"c.jsonl:2: missing or empty text field"):
-        read_corpus(path, IndexOptions("c", on_error="fail"), IndexReport("c"))
+        read_documents(path, IndexOptions("c", on_error="fail"), IndexReport("c"))
     assert not stores[0].has("c")
 
 
 def test_unreadable_input_is_a_clear_error(tmp_path):
     with pytest.raises(IndexingError, match="cannot read"):
-        read_corpus(tmp_path / "missing.jsonl", IndexOptions("c"), IndexReport("c"))
+        read_documents(tmp_path / "missing.jsonl", IndexOptions("c"), IndexReport("c"))
 
 
 def test_last_partial_batch_is_written_and_reindexing_keeps_the_size(tmp_path, stores):
@@ -91,10 +92,11 @@ def test_last_partial_batch_is_written_and_reindexing_keeps_the_size(tmp_path, s
 
     for _ in range(2):
         report = IndexReport("c")
-        docs = read_corpus(path, options, report)
-        index_documents(docs, embed_batch, DIM, vectors, documents, options, report, collection_metadata(options), progress=False)
+        docs = read_documents(path, options, report)
+        index_documents(docs, embed_batch, CollectionInfo.for_index("text", DIM, options.text_field), vectors, documents, options, report,
+                        progress=False)
         assert report.written == 77 and report.collection_size == 77 and report.documents_stored == 77
-    assert vectors.metadata("c") == {"modality": "text", "text_field": "text", "query_models": {"text": "text_embed"}, "dim": DIM,
+    assert json.loads(vectors.info("c").to_json()) == {"modality": "text", "text_field": "text", "query_models": {"text": "text_embed"}, "dim": DIM,
                                      "fields": ["category"]}
     top = vectors.search("c", fake_embed(["document number 76"])[0], limit=1)
     assert top[0][0] == "d76" and top[0][1] == pytest.approx(1.0, abs=1e-5)
@@ -103,11 +105,11 @@ def test_last_partial_batch_is_written_and_reindexing_keeps_the_size(tmp_path, s
 
 def test_dimension_mismatch_is_refused(tmp_path, stores):
     vectors, _ = stores
-    vectors.ensure_collection("c", DIM, {})
+    vectors.ensure_collection("c", CollectionInfo(dim=DIM))
     from mmsearch.stores import StoreError
 
     with pytest.raises(StoreError, match="holds 8-d vectors, not 16-d"):
-        vectors.ensure_collection("c", 16, {})
+        vectors.ensure_collection("c", CollectionInfo(dim=16))
 
 
 def test_collections_are_searchable_after_milvus_lite_restarts(tmp_path):
@@ -123,7 +125,7 @@ def test_collections_are_searchable_after_milvus_lite_restarts(tmp_path):
                 time.sleep(0.2)
             store = VectorStore(f"http://127.0.0.1:{port}")
             if attempt == 0:
-                store.ensure_collection("c", DIM, {})
+                store.ensure_collection("c", CollectionInfo(dim=DIM))
                 store.upsert("c", ["a"], fake_embed(["a"]), [{"id": "a"}], skip=set())
                 store.flush("c")
             assert store.search("c", fake_embed(["a"])[0], 1)[0].id == "a"

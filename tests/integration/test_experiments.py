@@ -16,7 +16,7 @@ import pytest
 
 from mmsearch.client.search_client import ClientError, SearchClient
 from mmsearch.indexer.datasets import chatterbot_english, debian_faq, write_jsonl
-from mmsearch.model_repository.experiments import parse_config
+from mmsearch.model_repository.search.experiments import parse_config
 from mmsearch.settings import StoreSettings
 
 pytestmark = pytest.mark.integration
@@ -73,7 +73,7 @@ def arms_of(client, users, collection="debian_faq"):
         return client.search("upgrade", collection, 1, user_id=user)["experiments"]
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        return dict(zip(users, pool.map(arms, users)))
+        return dict(zip(users, pool.map(arms, users), strict=True))
 
 
 def test_10000_users_split_by_the_configured_ratios_and_keep_their_arms_across_a_restart(served):
@@ -136,9 +136,9 @@ def test_mixed_concurrent_requests_match_the_same_requests_made_alone(served, fa
         # Dynamic batching pads a query with others, so scores may move in the last float bits.
         (hits_a, arms_a), (hits_b, arms_b) = a, b
         return arms_a == arms_b and [h["id"] for h in hits_a] == [h["id"] for h in hits_b] and all(
-            abs(x["score"] - y["score"]) <= 1e-4 and x["document"] == y["document"] for x, y in zip(hits_a, hits_b))
+            abs(x["score"] - y["score"]) <= 1e-4 and x["document"] == y["document"] for x, y in zip(hits_a, hits_b, strict=True))
 
-    mismatches = [(request, result, alone[request]) for request, result in zip(workload, together) if not same(result, alone[request])]
+    mismatches = [(request, result, alone[request]) for request, result in zip(workload, together, strict=True) if not same(result, alone[request])]
     for request, got, want in mismatches[:3]:
         print("MISMATCH", request, [(h["id"], h["score"]) for h in got[0]], got[1], [(h["id"], h["score"]) for h in want[0]], want[1])
     assert not mismatches, f"{len(mismatches)} of {len(workload)} concurrent responses differ from the same request alone"

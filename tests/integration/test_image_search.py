@@ -22,7 +22,7 @@ import torch
 
 from mmsearch.client.search_client import ClientError, SearchClient
 from mmsearch.indexer.datasets import sample_photos
-from mmsearch.model_repository.image_preprocessing import decode_image
+from mmsearch.model_repository.image_preprocess.image_preprocessing import decode_image
 from mmsearch.settings import StoreSettings
 from mmsearch.stores import VectorStore
 
@@ -90,7 +90,7 @@ def reference(tiny_clip_dir, gallery):
         image_vectors = normalised(model.get_image_features(pixel_values=pixels))
         tokens = tokenizer(TEXT_QUERIES, padding=True, truncation=True, max_length=77, return_tensors="pt")
         text_vectors = normalised(model.get_text_features(**tokens))
-    return ids, image_vectors, dict(zip(TEXT_QUERIES, text_vectors))
+    return ids, image_vectors, dict(zip(TEXT_QUERIES, text_vectors, strict=True))
 
 
 def brute_force_top(ids, image_vectors, query_vector, k=TOP_K):
@@ -102,7 +102,7 @@ def brute_force_top(ids, image_vectors, query_vector, k=TOP_K):
 def assert_same_ranking(result, expected):
     served = [(hit["id"], hit["score"]) for hit in result["hits"]]
     assert [s[0] for s in served] == [e[0] for e in expected]
-    worst = max(abs(s[1] - e[1]) for s, e in zip(served, expected))
+    worst = max(abs(s[1] - e[1]) for s, e in zip(served, expected, strict=True))
     assert worst <= 1e-3
     return worst
 
@@ -225,5 +225,5 @@ def test_separate_text_tower_replaces_clips_own(tmp_path_factory, tiny_clip_dir,
     ids, image_vectors, _ = reference
     tower = SentenceTransformer(str(tiny_clip_text_tower_dir), device="cpu")
     client = SearchClient(url)
-    for query, vector in zip(TEXT_QUERIES, tower.encode(TEXT_QUERIES, normalize_embeddings=True)):
+    for query, vector in zip(TEXT_QUERIES, tower.encode(TEXT_QUERIES, normalize_embeddings=True), strict=True):
         assert_same_ranking(client.search(query, COLLECTION, TOP_K), brute_force_top(ids, image_vectors, vector))

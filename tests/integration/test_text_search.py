@@ -83,7 +83,7 @@ def test_served_top10_equals_brute_force(served, faq, brute_force):
         served_hits = [(hit["id"], hit["score"]) for hit in result["hits"]]
         expected = brute_force[query["query"]]
         assert [h[0] for h in served_hits] == [e[0] for e in expected], query["query"]
-        worst = max(worst, max(abs(s[1] - e[1]) for s, e in zip(served_hits, expected)))
+        worst = max(worst, max(abs(s[1] - e[1]) for s, e in zip(served_hits, expected, strict=True)))
         assert all(hit["document"]["id"] == hit["id"] for hit in result["hits"])
         runs.append(([h[0] for h in served_hits], query["relevant"]))
     assert worst <= 1e-3

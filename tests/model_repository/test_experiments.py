@@ -6,8 +6,14 @@ from collections import Counter
 
 import pytest
 
-from mmsearch.model_repository.experiments import (
-    EMPTY, LAYERS, ConfigError, ConfigWatcher, assign, bucket, parse_config,
+from mmsearch.model_repository.search.experiments import (
+    EMPTY,
+    LAYERS,
+    ConfigError,
+    ConfigWatcher,
+    assign,
+    bucket,
+    parse_config,
 )
 
 CONFIG = """

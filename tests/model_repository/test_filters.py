@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mmsearch.model_repository.filters import FilterError, combine, compile_filter
+from mmsearch.model_repository.search.filters import FilterError, combine, compile_filter
 
 FIELDS = {"category", "year", "chapter", "draft"}
 
@@ -50,10 +50,11 @@ def test_combine_ands_non_empty_parts():
 
 
 def test_compiled_filters_run_on_milvus_lite(tmp_path):
+    from mmsearch.model_repository.contract import CollectionInfo
     from mmsearch.stores import VectorStore
 
     store = VectorStore(str(tmp_path / "m.db"))
-    store.ensure_collection("c", 2, {})
+    store.ensure_collection("c", CollectionInfo(dim=2))
     docs = [{"id": str(i), "category": c, "year": y} for i, (c, y) in enumerate([("install", 2019), ("install", 2021), ('say "hi"', 2022)])]
     store.upsert("c", [d["id"] for d in docs], np.eye(3, 2, dtype=np.float32) + 0.1, docs, skip=set())
     store.flush("c")

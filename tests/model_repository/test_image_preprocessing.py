@@ -12,8 +12,13 @@ import pytest
 import skimage
 from PIL import ExifTags, Image, ImageFile
 
-from mmsearch.model_repository import image_preprocessing as ip
-from mmsearch.model_repository.image_preprocessing import ClipImagePreprocessor, ImageDecodeError, decode_image, image_size
+from mmsearch.model_repository.image_preprocess import image_preprocessing as ip
+from mmsearch.model_repository.image_preprocess.image_preprocessing import (
+    ClipImagePreprocessor,
+    ImageDecodeError,
+    decode_image,
+    image_size,
+)
 
 PHOTOS = Path(skimage.__file__).parent / "data"
 TOLERANCE = 1e-3
@@ -55,7 +60,7 @@ def _variants() -> dict[str, bytes]:
     la = chelsea.convert("L")
     la.putalpha(alpha)
     palette = rgb("coffee.png").quantize(colors=64)
-    moon16 = Image.fromarray((np.asarray(Image.open(PHOTOS / "moon.png").convert("L"), dtype=np.uint16) * 257))
+    moon16 = Image.fromarray(np.asarray(Image.open(PHOTOS / "moon.png").convert("L"), dtype=np.uint16) * 257)
     return {
         "astronaut.png (RGB)": photo("astronaut.png"),
         "chelsea.png (RGB)": photo("chelsea.png"),

@@ -1,6 +1,6 @@
 import numpy as np
 
-from mmsearch.model_repository.onnx_runner import concat_padded
+from mmsearch.model_repository.onnx_encoder.onnx_runner import concat_padded
 
 
 def test_concat_padded_right_pads_shorter_sequences_with_zeros():
@@ -17,7 +17,7 @@ def test_concat_padded_same_shapes_is_plain_concatenation():
 
 
 def test_warmup_runs_on_the_exported_encoder(exported_repository):
-    from mmsearch.model_repository.onnx_runner import OnnxEncoder
+    from mmsearch.model_repository.onnx_encoder.onnx_runner import OnnxEncoder
 
     encoder = OnnxEncoder(exported_repository / "text_encoder" / "1" / "model.onnx", intra_op_threads=1)
     encoder.warmup()

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from mmsearch.model_repository.rankers import (
+from mmsearch.model_repository.search.rankers import (
     RANKERS,
     Candidate,
     RankError,
@@ -180,7 +180,7 @@ def test_deterministic_across_input_order_and_threads(name):
     vecs = rng.normal(size=(len(texts), 8))
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     q = vecs[0] * 0.6 + vecs[1] * 0.4
-    cands = [Candidate(f"id{i}", float(v @ q), v, t) for i, (v, t) in enumerate(zip(vecs, texts))]
+    cands = [Candidate(f"id{i}", float(v @ q), v, t) for i, (v, t) in enumerate(zip(vecs, texts, strict=True))]
 
     def run(order):
         return rank(name, query_text="cat", query_vector=q, candidates=[cands[i] for i in order],

@@ -3,8 +3,11 @@
 import numpy as np
 import pytest
 
-from mmsearch.model_repository.experiments import ConfigError, parse_config
-from mmsearch.model_repository.search_pipeline import SearchError, SearchRequest, Searcher, arm_validator
+from mmsearch.model_repository.contract import CollectionInfo
+from mmsearch.model_repository.search.experiments import ConfigError, parse_config
+from mmsearch.model_repository.search.layers import arm_validator
+from mmsearch.model_repository.search.request import SearchError, SearchRequest
+from mmsearch.model_repository.search.searcher import Searcher
 from mmsearch.stores import Hit, StoreError, UnknownCollection
 
 
@@ -13,10 +16,10 @@ class FakeVectors:
         self.hits, self.known = hits, collections
         self.calls = calls if calls is not None else []
 
-    def metadata(self, name):
+    def info(self, name):
         if name not in self.known:
             raise UnknownCollection(name, self.known)
-        return {"modality": "image" if name == "photos" else "text", "text_field": "text", "fields": ["category"]}
+        return CollectionInfo("image" if name == "photos" else "text", text_field="text", fields=("category",))
 
     def collections(self):
         return list(self.known)

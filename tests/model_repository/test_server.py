@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mmsearch.model_repository.server import Ports, ServerError, TritonServer, free_port, triton_errors
-from mmsearch.settings import StoreSettings, port_is_open
+from mmsearch.processes import ServerError, free_port, port_is_open
+from mmsearch.settings import StoreSettings
+from mmsearch.tritonserver import Ports, TritonServer, triton_errors
 
 pytestmark = pytest.mark.integration
 BROKEN_MODEL = '''

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mmsearch.model_repository.server import free_port, stop_process_group
+from mmsearch.processes import free_port, stop_process_group
 from mmsearch.ui import page_is_up
 
 pytestmark = pytest.mark.integration

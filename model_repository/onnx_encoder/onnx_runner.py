@@ -9,8 +9,8 @@ as one session call.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -58,7 +58,7 @@ class OnnxEncoder:
         outputs = self.session.run(self.output_names, merged)
         split_at = np.cumsum(sizes)[:-1]
         per_output = [np.split(out, split_at) for out in outputs]
-        return [dict(zip(self.output_names, parts)) for parts in zip(*per_output)]
+        return [dict(zip(self.output_names, parts, strict=True)) for parts in zip(*per_output, strict=True)]
 
 
 def concat_padded(arrays: Sequence[np.ndarray]) -> np.ndarray:

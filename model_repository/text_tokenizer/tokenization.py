@@ -7,8 +7,8 @@ requests from neighbouring batches share shapes and Triton's dynamic batcher can
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -17,14 +17,16 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from mmsearch.errors import MmsearchError
+from mmsearch.model_repository.contract import MAX_IMAGE_BYTES
+
 MAX_IMAGE_PIXELS = 64_000_000  # 8000x8000; a decoded RGB image this big is already 192 MB
-MAX_IMAGE_BYTES = 32 * 1024 * 1024
 # Formats we decode. Everything else PIL knows (EPS via Ghostscript, exotic scientific
 # formats, ...) is attack surface that photo search does not need.
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(MmsearchError, ValueError):
     """The bytes are not an image we accept; the message names the problem."""
 
 

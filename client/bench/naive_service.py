@@ -4,7 +4,7 @@ A small threaded HTTP service that, per request, encodes the query with sentence
 (PyTorch, default settings), searches the same Milvus collection and reads the documents from
 the same document store. POST /search {"query": ..., "collection": ..., "top_k": 10}.
 
-    python -m mmsearch.client.naive_service --port 8600 --model DIR --milvus-uri URI --data-dir DIR
+    python -m mmsearch.client.bench.naive_service --port 8600 --model DIR --milvus-uri URI --data-dir DIR
 """
 
 from __future__ import annotations

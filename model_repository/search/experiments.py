@@ -28,23 +28,25 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Mapping
 
 import yaml
 
+from mmsearch.errors import MmsearchError
+from mmsearch.model_repository.contract import LAYERS
+
 log = logging.getLogger(__name__)
 
-LAYERS = ("qp", "match", "rank", "summary")
 RATIO_TOLERANCE = 1e-6
 SETTLE_NS = 300_000_000  # a changed file is read once it has been left alone this long
 ANONYMOUS_USER = ""  # requests without USER_ID all hash to the same, stable arms
 BASELINE = "baseline"
 
 
-class ConfigError(ValueError):
+class ConfigError(MmsearchError, ValueError):
     """The experiment config is invalid; the message names the place and the problem."""
 
 
@@ -170,7 +172,7 @@ def parse_config(text: str, validate_arm: Callable[[str, str, Arm], None] | None
 
 def bucket(salt: str, scene: str, layer: str, user_id: str) -> float:
     """A uniform number in [0, 1) fixed by (salt, scene, layer, user)."""
-    digest = hashlib.sha256(f"{salt}\x1f{scene}\x1f{layer}\x1f{user_id}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{salt}\x1f{scene}\x1f{layer}\x1f{user_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 import ast
 import json
 import re
-from typing import Iterable
+from collections.abc import Iterable
+
+from mmsearch.errors import MmsearchError
 
 MAX_FILTER_CHARS = 1000
 KEYWORDS = {"and", "or", "not", "in", "true", "false"}
@@ -33,7 +35,7 @@ TOKEN = re.compile(
 )
 
 
-class FilterError(ValueError):
+class FilterError(MmsearchError, ValueError):
     """The filter is not valid; the message says where."""
 
 

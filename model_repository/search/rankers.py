@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mmsearch.errors import MmsearchError
+
 BM25_K1 = 1.2
 BM25_B = 0.75
 # Linear fusion weight of max-normalised BM25 against the dense cosine. Chosen by 2-fold
@@ -32,7 +34,7 @@ class Candidate:
     text: str = ""
 
 
-class RankError(ValueError):
+class RankError(MmsearchError, ValueError):
     """Bad ranker name or parameters; the message names the problem."""
 
 

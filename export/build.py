@@ -1,0 +1,105 @@
+"""`mmsearch export`: Hugging Face models -> parity-checked ONNX -> a Triton model repository."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmsearch.export.repository import ServingOptions, render_search_model, resolve_backend
+from mmsearch.export.steps import ExportError
+from mmsearch.model_repository.contract import CLIP_IMAGE_EMBED, CLIP_TEXT_TOWER, TEXT_TOWER, TextTower
+
+DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    repository: Path
+    text_model: str | None = None  # default, when no clip_model is given: the MiniLM we ship
+    clip_model: str | None = None
+    clip_text_model: str | None = None  # a text tower aligned to clip_model's image tower
+    backend: str = "auto"
+    device: str = "cpu"
+    precision: str = "fp32"
+
+
+def export_text(source: str, repo: Path, options: ServingOptions, tower: TextTower = TEXT_TOWER) -> list[str]:
+    from mmsearch.export.repository import render_text_models
+    from mmsearch.export.text_encoder import export_text_encoder
+
+    print(f"exporting text encoder {source} as {tower.embed}", flush=True)
+    with tempfile.TemporaryDirectory() as work:
+        exported = export_text_encoder(source, Path(work))
+        models = render_text_models(repo, tower, exported.onnx_path, exported.tokenizer_dir, exported.embedding_dim,
+                                    exported.max_seq_length, options, provenance=Path(work) / "export.json")
+    print(f"  parity vs PyTorch on {exported.parity_sentences} sentences: max abs diff {exported.parity_max_abs_diff:.2e}; "
+          f"dim {exported.embedding_dim}, max {exported.max_seq_length} tokens", flush=True)
+    return models
+
+
+def export_clip_towers(source: str, repo: Path, options: ServingOptions, text_tower: str | None = None) -> list[str]:
+    from mmsearch.export.clip_encoder import export_clip
+    from mmsearch.export.repository import render_clip_models
+
+    print(f"exporting CLIP {source}", flush=True)
+    with tempfile.TemporaryDirectory() as work:
+        exported = export_clip(source, Path(work))
+        models = render_clip_models(repo, exported, options, provenance=Path(work) / "export.json")
+    print(f"  parity vs PyTorch: text {exported.text_parity_max_abs_diff:.2e}, "
+          f"image {exported.image_parity_max_abs_diff:.2e}; dim {exported.embedding_dim}", flush=True)
+    if text_tower:
+        # A separately trained text tower (e.g. multilingual) aligned to this image tower
+        # replaces CLIP's own in the clip_text_* models; it must embed into the same space.
+        from mmsearch.export.text_encoder import embedding_dimension, load_sentence_transformer
+
+        dim = embedding_dimension(load_sentence_transformer(text_tower))
+        if dim != exported.embedding_dim:
+            raise ExportError(f"text tower {text_tower!r} gives {dim}-d vectors but the image tower {source!r} "
+                              f"gives {exported.embedding_dim}-d: they cannot share one space")
+        models = sorted(set(models) | set(export_text(text_tower, repo, options, CLIP_TEXT_TOWER)))
+    return models
+
+
+def export_repository(options: ExportOptions) -> list[str]:
+    """Export the asked-for models into `options.repository` (models already there are kept)."""
+    from mmsearch.export.text_encoder import default_text_model
+
+    if options.clip_text_model and not options.clip_model:
+        raise ExportError("--clip-text-model needs --clip-model (the image tower it was aligned to)")
+    serving = ServingOptions(backend=resolve_backend(options.backend), device=options.device, precision=options.precision)
+    serving.validate()
+    repo = Path(options.repository).resolve()
+    print(f"backend {serving.backend}, {serving.device}, {serving.precision}", flush=True)
+    started = time.perf_counter()
+    models = []
+    if options.text_model or not options.clip_model:
+        models += export_text(options.text_model or default_text_model(), repo, serving)
+    if options.clip_model:
+        models += export_clip_towers(options.clip_model, repo, serving, options.clip_text_model)
+    models += render_search_model(repo, serving)
+    print(f"wrote {', '.join(models)} to {repo} in {time.perf_counter() - started:.1f} s", flush=True)
+    return models
+
+
+def has_model(repository: Path, name: str) -> bool:
+    return (Path(repository) / name / "config.pbtxt").exists()
+
+
+def ensure_text_repository(repository: Path) -> None:
+    """Export the default text model into `repository` unless it already serves text."""
+    if not has_model(repository, TEXT_TOWER.embed):
+        export_repository(ExportOptions(repository))
+
+
+def ensure_clip(repository: Path, clip_model: str) -> bool:
+    """Add CLIP to `repository` if it lacks it; False, with the reason printed, where it cannot be loaded."""
+    if has_model(repository, CLIP_IMAGE_EMBED):
+        return True
+    try:
+        export_repository(ExportOptions(repository, clip_model=clip_model))
+    except ExportError as exc:
+        print(f"image search is off in this demo: {exc}. Text search goes on.", flush=True)
+        return False
+    return True

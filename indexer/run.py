@@ -1,0 +1,37 @@
+"""`mmsearch index`: read the input, embed it through Triton, write Milvus and the document store."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from mmsearch.client.search_client import SearchClient
+from mmsearch.indexer import images, text
+from mmsearch.indexer.pipeline import IndexOptions, IndexReport, index_documents
+from mmsearch.model_repository.contract import DOCUMENT_MODELS, CollectionInfo
+from mmsearch.settings import StoreSettings
+from mmsearch.stores import VectorStore, open_document_store
+
+# Each modality reads its input (read_documents) and embeds a batch (embedder) its own way.
+READERS = {"text": text, "image": images}
+
+
+def run_index(client: SearchClient, settings: StoreSettings, input_path: Path, options: IndexOptions,
+              progress: bool = True) -> IndexReport:
+    """Index `input_path` into `options.collection`; every input is written, or reported on
+    stderr as skipped (with its line or file) or as a duplicate id."""
+    modality = READERS[options.modality]
+    report = IndexReport(options.collection)
+    documents = modality.read_documents(Path(input_path), options, report)
+    dim = client.embedding_dim(DOCUMENT_MODELS[options.modality])
+    info = CollectionInfo.for_index(options.modality, dim, options.text_field)
+    vectors, store = VectorStore.open(settings), open_document_store(settings)
+    try:
+        index_documents(documents, modality.embedder(client, options), info, vectors, store, options, report, progress)
+    finally:
+        store.close()
+        vectors.close()
+    for where, reason in report.skipped:
+        location = f"{input_path}:{where}" if isinstance(where, int) else where
+        print(f"warning: {location}: {reason} (skipped)", file=sys.stderr)
+    return report

@@ -1,0 +1,117 @@
+"""The names and limits that the server, the indexer, the clients and the UI agree on.
+
+Everything here is part of mmsearch's public contract (see DESIGN.md): the Triton model and
+tensor names, the request limits, the default ports, and what a collection records about
+itself. Change a value only together with everyone who relies on it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+
+@dataclass(frozen=True)
+class TextTower:
+    """One text tower's three models: a tokenizer, an encoder and the ensemble of the two."""
+
+    prefix: str
+
+    @property
+    def tokenizer(self) -> str:
+        return f"{self.prefix}_tokenizer"
+
+    @property
+    def encoder(self) -> str:
+        return f"{self.prefix}_encoder"
+
+    @property
+    def embed(self) -> str:
+        return f"{self.prefix}_embed"
+
+
+# --- Triton models
+TEXT_TOWER = TextTower("text")  # text_tokenizer -> text_encoder = text_embed
+CLIP_TEXT_TOWER = TextTower("clip_text")  # clip_text_tokenizer -> clip_text_encoder = clip_text_embed
+IMAGE_PREPROCESS = "image_preprocess"
+CLIP_IMAGE_ENCODER = "clip_image_encoder"
+CLIP_IMAGE_EMBED = "clip_image_embed"  # image_preprocess -> clip_image_encoder
+SEARCH = "search"
+
+# --- tensors of the public models
+TEXT = "TEXT"  # BYTES, the *_embed input for text
+IMAGE = "IMAGE"  # BYTES, an encoded image file: the clip_image_embed input, and search's optional one
+EMBEDDING = "EMBEDDING"  # FP32, L2-normalised: every *_embed's output
+QUERY, COLLECTION, TOP_K, USER_ID, PARAMS, RESULT = "QUERY", "COLLECTION", "TOP_K", "USER_ID", "PARAMS", "RESULT"
+# ... and inside the ensembles (names of the exported ONNX graphs)
+INPUT_IDS, ATTENTION_MASK, PIXEL_VALUES, ENCODER_OUTPUT = "input_ids", "attention_mask", "pixel_values", "embedding"
+
+# --- request limits
+DEFAULT_TOP_K = 10
+MAX_TOP_K = 100
+MAX_QUERY_CHARS = 2048
+MAX_IMAGE_BYTES = 32 * 1024 * 1024  # a query image, an indexed image and a page upload alike
+
+# --- where things listen by default
+DEFAULT_HTTP_PORT, DEFAULT_GRPC_PORT, DEFAULT_METRICS_PORT = 8000, 8001, 8002
+DEFAULT_URL = f"localhost:{DEFAULT_GRPC_PORT}"  # clients speak gRPC unless told otherwise
+DEFAULT_UI_PORT = 8501
+
+# --- the retrieval layers of `search`, in the order they run; experiments split users per layer
+LAYERS = ("qp", "match", "rank", "summary")
+
+# --- collections
+MODALITIES = ("text", "image")
+# Which ensemble embeds the documents of a modality, and which embeds each kind of query.
+DOCUMENT_MODELS = MappingProxyType({"text": TEXT_TOWER.embed, "image": CLIP_IMAGE_EMBED})
+QUERY_MODELS = MappingProxyType({
+    "text": MappingProxyType({"text": TEXT_TOWER.embed}),
+    "image": MappingProxyType({"text": CLIP_TEXT_TOWER.embed, "image": CLIP_IMAGE_EMBED}),
+})
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """What the indexer records on a collection and the search model reads back.
+
+    Stored as JSON in one Milvus collection property (Milvus Lite drops the schema
+    description); `mmsearch.stores.VectorStore` is the only place that writes or reads it.
+    """
+
+    modality: str = "text"
+    dim: int | None = None
+    text_field: str = ""  # the field that was embedded (text collections)
+    query_models: Mapping[str, str] = field(default_factory=dict)  # query kind -> *_embed model
+    fields: tuple[str, ...] | None = None  # scalar fields filters may name; None: not recorded
+
+    @classmethod
+    def for_index(cls, modality: str, dim: int, text_field: str = "") -> CollectionInfo:
+        return cls(modality, dim, text_field if modality == "text" else "", dict(QUERY_MODELS[modality]))
+
+    @property
+    def queries(self) -> Mapping[str, str]:
+        """Query kind -> model; collections from before query_models was recorded get the defaults."""
+        return self.query_models or QUERY_MODELS.get(self.modality, {})
+
+    def with_fields(self, fields: set[str]) -> CollectionInfo:
+        return replace(self, fields=tuple(sorted(set(self.fields or ()) | fields)))
+
+    def to_json(self) -> str:
+        record = {"modality": self.modality, "text_field": self.text_field, "query_models": dict(self.query_models),
+                  "dim": self.dim, "fields": list(self.fields) if self.fields is not None else None}
+        return json.dumps({key: value for key, value in record.items() if value not in (None, "", {})})
+
+    @classmethod
+    def from_json(cls, text: str | None) -> CollectionInfo:
+        """Unreadable or missing records give the defaults, so an odd collection stays searchable."""
+        try:
+            record = json.loads(text or "{}")
+        except ValueError:
+            record = {}
+        if not isinstance(record, dict):
+            record = {}
+        fields = record.get("fields")
+        return cls(str(record.get("modality", "text")), record.get("dim"), str(record.get("text_field", "")),
+                   dict(record.get("query_models") or {}), tuple(fields) if isinstance(fields, list) else None)
