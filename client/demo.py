@@ -82,7 +82,9 @@ def search_images(client: SearchClient, settings: StoreSettings) -> None:
     from mmsearch.indexer.datasets import sample_photos
 
     photos = sample_photos(settings.data_dir / "photos")
-    report = run_index(client, settings, photos, IndexOptions(IMAGE_COLLECTION, modality="image"), progress=sys.stderr.isatty())
+    report = run_index(
+        client, settings, photos, IndexOptions(IMAGE_COLLECTION, modality="image"), progress=sys.stderr.isatty()
+    )
     print(f"\n{report.summary()}\n", flush=True)
     print(format_result(client.search(IMAGE_QUERY, IMAGE_COLLECTION, top_k=3)), flush=True)
     example = sorted(photos.iterdir())[0]

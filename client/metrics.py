@@ -44,8 +44,13 @@ def evaluate_served(client, records: Sequence[dict], collection: str, settings: 
     rows = []
     for forced in settings:
         params = search_params(forced)
-        runs = [([hit["id"] for hit in client.search(r["query"], collection, 10, params=params)["hits"]], r.get("relevant", []))
-                for r in records]
+        runs = [
+            (
+                [hit["id"] for hit in client.search(r["query"], collection, 10, params=params)["hits"]],
+                r.get("relevant", []),
+            )
+            for r in records
+        ]
         label = ",".join(f"{layer}={arm}" for layer, arm in forced.items()) or "assigned"
         rows.append({"experiments": label, **evaluate(runs)})
     return rows

@@ -55,7 +55,9 @@ class SearchClient:
         self._module = _module(protocol)
         try:
             if protocol == "http":
-                self._client = self._module.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
+                self._client = self._module.InferenceServerClient(
+                    url, connection_timeout=timeout_s, network_timeout=timeout_s
+                )
             else:
                 self._client = self._module.InferenceServerClient(url)
         except Exception as exc:
@@ -83,7 +85,9 @@ class SearchClient:
 
     def require_ready(self) -> None:
         if not self.is_ready():
-            raise ClientError(f"Triton at {self.url} ({self.protocol}) is not reachable or not ready: start it with `mmsearch serve`")
+            raise ClientError(
+                f"Triton at {self.url} ({self.protocol}) is not reachable or not ready: start it with `mmsearch serve`"
+            )
 
     def models(self) -> dict[str, str]:
         """Model name -> state (READY, UNAVAILABLE, ...) from the server's repository index."""

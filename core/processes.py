@@ -42,7 +42,9 @@ def check_port_free(port: int, flag: str) -> None:
         try:
             sock.bind(("0.0.0.0", port))
         except OSError:
-            raise ServerError(f"port {port} is already in use: stop what holds it or pass {flag} another port") from None
+            raise ServerError(
+                f"port {port} is already in use: stop what holds it or pass {flag} another port"
+            ) from None
 
 
 def http_answers(url: str, body: bytes | None = None, timeout: float = 1.0) -> bool:
@@ -113,7 +115,9 @@ def wait_for(check, process: ManagedProcess, timeout: float, what: str) -> None:
     raise ServerError(f"{what} was not ready after {timeout:.0f} s (log: {process.log_path})")
 
 
-def start_ready(name: str, args: list[str], log_path: Path, ready, timeout: float, env: dict | None = None) -> ManagedProcess:
+def start_ready(
+    name: str, args: list[str], log_path: Path, ready, timeout: float, env: dict | None = None
+) -> ManagedProcess:
     """Start a child and return once `ready()` holds; a child that dies or never gets ready is
     stopped, and the error names it and its log."""
     process = ManagedProcess(name, args, log_path, env)

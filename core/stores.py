@@ -121,7 +121,9 @@ class VectorStore:
 
     def _record(self, name: str, info: CollectionInfo) -> None:
         properties = {INFO_PROPERTY: info.to_json()}
-        self._call("record collection info", lambda: self.client.alter_collection_properties(name, properties=properties))
+        self._call(
+            "record collection info", lambda: self.client.alter_collection_properties(name, properties=properties)
+        )
 
     def ensure_collection(self, name: str, info: CollectionInfo, index_type: str = "FLAT") -> None:
         if self.has(name):

@@ -87,7 +87,9 @@ def triton_errors(log_text: str, limit: int = 8) -> list[str]:
 class TritonServer:
     """tritonserver (plus the embedded Milvus Lite server when that is the vector store)."""
 
-    def __init__(self, repository: Path, settings: StoreSettings, ports: Ports = Ports(), experiments: Path | None = None):
+    def __init__(
+        self, repository: Path, settings: StoreSettings, ports: Ports = Ports(), experiments: Path | None = None
+    ):
         self.repository = Path(repository).resolve()
         self.settings = settings
         self.ports = ports

@@ -34,8 +34,12 @@ def export_text(source: str, repo: Path, options: ServingOptions, tower: TextTow
         exported = export_text_encoder(source, Path(work))
         models = render_text_models(repo, tower, exported.onnx_path, exported.tokenizer_dir, exported.embedding_dim,
                                     exported.max_seq_length, options, provenance=Path(work) / "export.json")
-    print(f"  parity vs PyTorch on {exported.parity_sentences} sentences: max abs diff {exported.parity_max_abs_diff:.2e}; "
-          f"dim {exported.embedding_dim}, max {exported.max_seq_length} tokens", flush=True)
+    print(
+        f"  parity vs PyTorch on {exported.parity_sentences} sentences: "
+        f"max abs diff {exported.parity_max_abs_diff:.2e}; "
+        f"dim {exported.embedding_dim}, max {exported.max_seq_length} tokens",
+        flush=True,
+    )
     return models
 
 
@@ -68,7 +72,9 @@ def export_repository(options: ExportOptions) -> list[str]:
 
     if options.clip_text_model and not options.clip_model:
         raise ExportError("--clip-text-model needs --clip-model (the image tower it was aligned to)")
-    serving = ServingOptions(backend=resolve_backend(options.backend), device=options.device, precision=options.precision)
+    serving = ServingOptions(
+        backend=resolve_backend(options.backend), device=options.device, precision=options.precision
+    )
     serving.validate()
     repo = Path(options.repository).resolve()
     print(f"backend {serving.backend}, {serving.device}, {serving.precision}", flush=True)

@@ -74,7 +74,9 @@ def load_clip(name_or_path: str):
     missing = sorted(info.get("missing_keys") or []) + sorted(info.get("mismatched_keys") or [])
     if missing:
         shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
-        raise ExportError(f"{name_or_path!r} is not a complete CLIP checkpoint: {len(missing)} weights missing ({shown})")
+        raise ExportError(
+            f"{name_or_path!r} is not a complete CLIP checkpoint: {len(missing)} weights missing ({shown})"
+        )
     return model.eval().to("cpu"), tokenizer, image_processor
 
 
@@ -117,7 +119,9 @@ def _export_text(model: CLIPModel, tokenizer, path: Path, dim: int) -> None:
 
 def _export_image(model: CLIPModel, path: Path, dim: int, size: int) -> None:
     sample = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    steps.trace_to_onnx(_ImageTower(model).eval(), (sample,), ["pixel_values"], {"pixel_values": {0: "batch"}}, path, dim)
+    steps.trace_to_onnx(
+        _ImageTower(model).eval(), (sample,), ["pixel_values"], {"pixel_values": {0: "batch"}}, path, dim
+    )
 
 
 def _normalized(features: torch.Tensor) -> np.ndarray:
@@ -198,7 +202,9 @@ def _tower_sizes(model: CLIPModel, image_processor, name_or_path: str) -> tuple[
     size = int(config.vision_config.image_size)
     crop = image_processor.crop_size
     if (crop.get("height"), crop.get("width")) != (size, size):
-        raise ExportError(f"{name_or_path!r}: image processor crops to {dict(crop)} but the vision tower takes {size}x{size}")
+        raise ExportError(
+            f"{name_or_path!r}: image processor crops to {dict(crop)} but the vision tower takes {size}x{size}"
+        )
     return int(config.projection_dim), int(config.text_config.max_position_embeddings), size
 
 
@@ -219,7 +225,9 @@ def export_clip(name_or_path: str, output_dir: Path) -> ClipExport:
         _export_text(model, tokenizer, staged / TEXT_DIR / steps.ONNX_FILE, dim)
         _export_image(model, staged / IMAGE_DIR / steps.ONNX_FILE, dim, size)
         text_diff = _text_parity(model, staged / TEXT_DIR / steps.ONNX_FILE, staged / steps.TOKENIZER_DIR, max_length)
-        image_diff, images = _image_parity(model, staged / IMAGE_DIR / steps.ONNX_FILE, staged / IMAGE_PROCESSOR_DIR, size)
+        image_diff, images = _image_parity(
+            model, staged / IMAGE_DIR / steps.ONNX_FILE, staged / IMAGE_PROCESSOR_DIR, size
+        )
         log.info("CLIP parity: max |onnx - torch| text %.3g, image %.3g", text_diff, image_diff)
         steps.check_parity(text_diff, "the CLIP text tower")
         steps.check_parity(image_diff, "the CLIP image tower")

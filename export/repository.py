@@ -79,7 +79,9 @@ class ServingOptions:
     @property
     def preprocess_batching(self) -> Batching:
         """Tokenizers and image_preprocess (python, CPU)."""
-        return Batching(self.max_batch_size, (), 500, instances=-(-self.cores // CORES_PER_PREPROCESSOR), dynamic=self.gpu)
+        return Batching(
+            self.max_batch_size, (), 500, instances=-(-self.cores // CORES_PER_PREPROCESSOR), dynamic=self.gpu
+        )
 
     @property
     def encoder_batching(self) -> Batching:
@@ -225,8 +227,13 @@ def render_text_models(repo: Path, tower: c.TextTower, onnx_path: Path, tokenize
                        max_seq_length: int, options: ServingOptions, provenance: Path | None = None) -> list[str]:
     """tokenizer + encoder + ensemble for one text tower (text_* or clip_text_*)."""
     options.validate()
-    _write_python_model(repo, tower.tokenizer, "text_tokenizer", tokenizer_config(tower.tokenizer, max_seq_length, options),
-                        {"tokenizer": tokenizer_dir})
+    _write_python_model(
+        repo,
+        tower.tokenizer,
+        "text_tokenizer",
+        tokenizer_config(tower.tokenizer, max_seq_length, options),
+        {"tokenizer": tokenizer_dir},
+    )
     output = [Tensor(c.ENCODER_OUTPUT, FP32, (embedding_dim,))]
     _write_encoder(repo, tower.encoder, onnx_path, list(TOKEN_TENSORS), output, options, provenance)
     _write_ensemble(repo, text_embed_config(tower, embedding_dim, options))
@@ -234,13 +241,17 @@ def render_text_models(repo: Path, tower: c.TextTower, onnx_path: Path, tokenize
 
 
 def render_clip_models(repo: Path, exported, options: ServingOptions, provenance: Path | None = None) -> list[str]:
-    """Both CLIP towers: clip_text_{tokenizer,encoder,embed} and image_preprocess -> clip_image_encoder = clip_image_embed."""
+    """Both CLIP towers: clip_text_{tokenizer,encoder,embed}, and
+    image_preprocess -> clip_image_encoder = clip_image_embed."""
     import onnx
 
     dim = exported.embedding_dim
     models = render_text_models(repo, c.CLIP_TEXT_TOWER, exported.text_onnx, exported.tokenizer_dir, dim,
                                 exported.max_text_length, options, provenance)
-    pixel_dims = [d.dim_value for d in onnx.load(str(exported.image_onnx), load_external_data=False).graph.input[0].type.tensor_type.shape.dim]
+    pixel_dims = [
+        d.dim_value
+        for d in onnx.load(str(exported.image_onnx), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    ]
     image_size = (pixel_dims[2], pixel_dims[3])
     _write_python_model(repo, c.IMAGE_PREPROCESS, "image_preprocess", image_preprocess_config(image_size, options),
                         {"image_processor": exported.image_processor_dir})

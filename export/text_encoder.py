@@ -99,7 +99,10 @@ class _PooledEncoder(torch.nn.Module):
 
 def _is_sentence_head(module) -> bool:
     """A Dense layer applied to the pooled sentence embedding (not to token embeddings)."""
-    names = (getattr(module, "module_input_name", None), getattr(module, "module_output_name", None) or "sentence_embedding")
+    names = (
+        getattr(module, "module_input_name", None),
+        getattr(module, "module_output_name", None) or "sentence_embedding",
+    )
     return type(module).__name__ == "Dense" and names == ("sentence_embedding", "sentence_embedding")
 
 

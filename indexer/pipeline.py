@@ -102,7 +102,9 @@ def index_documents(
         for kept, embedded, failures in pool.map(embed_batch, batches(documents, options.batch_size)):
             report.skipped.extend(failures)
             if kept:
-                vectors.upsert(options.collection, [doc["id"] for doc in kept], embedded, kept, skip={options.text_field})
+                vectors.upsert(
+                    options.collection, [doc["id"] for doc in kept], embedded, kept, skip={options.text_field}
+                )
                 store.upsert(options.collection, kept)
                 fields.update(*(scalar_fields(doc, skip) for doc in kept))
             report.written += len(kept)

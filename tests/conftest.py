@@ -22,13 +22,21 @@ BIN = Path(sys.executable).parent
 MONGO_START_S = 90
 
 
-def mmsearch_cli(*args: str, check: bool = True, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+def mmsearch_cli(
+    *args: str, check: bool = True, timeout: float = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run the installed `mmsearch` console script, as a user would."""
     result = subprocess.run(
-        [str(BIN / "mmsearch"), *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+        [str(BIN / "mmsearch"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"mmsearch {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"mmsearch {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
@@ -172,8 +180,12 @@ def build_tiny_clip(path: Path, *, merges: int = 1000, seed: int = 0) -> Path:
     byte_symbols = _bytes_to_unicode()
     tokens = [*byte_symbols, *(s + "</w>" for s in byte_symbols), *("".join(m) for m in merge_pairs),
               "<|startoftext|>", "<|endoftext|>"]
-    (path / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False), encoding="utf-8")
-    (path / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merge_pairs), encoding="utf-8")
+    (path / "vocab.json").write_text(
+        json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False), encoding="utf-8"
+    )
+    (path / "merges.txt").write_text(
+        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merge_pairs), encoding="utf-8"
+    )
     tokenizer = CLIPTokenizer.from_pretrained(str(path), model_max_length=77)  # pad = eos = <|endoftext|>
     tokenizer.save_pretrained(str(path))
     (path / "preprocessor_config.json").write_text(json.dumps(OPENAI_CLIP_PREPROCESSOR_CONFIG, indent=2) + "\n")
@@ -182,8 +194,12 @@ def build_tiny_clip(path: Path, *, merges: int = 1000, seed: int = 0) -> Path:
     tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, projection_dim=16)
     config = CLIPConfig(
         text_config=dict(
-            **tower, vocab_size=len(tokenizer), max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            **tower,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
         ),
         vision_config=dict(**tower, image_size=224, patch_size=32),
         projection_dim=16,
@@ -204,7 +220,9 @@ def clip_repository(tmp_path_factory, exported_repository, tiny_clip_dir):
     one through the CLI. Returns the repository and the export run (its parity report)."""
     repo = tmp_path_factory.mktemp("clip-repo") / "repository"
     shutil.copytree(exported_repository, repo)
-    export = mmsearch_cli("export", "--clip-model", str(tiny_clip_dir), "--repository", str(repo), "--backend", "python")
+    export = mmsearch_cli(
+        "export", "--clip-model", str(tiny_clip_dir), "--repository", str(repo), "--backend", "python"
+    )
     return repo, export
 
 

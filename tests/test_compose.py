@@ -172,7 +172,9 @@ def command_problems(compose: dict) -> list[str]:
             if argv[0] == "tritonserver":
                 flags = [w.partition("=")[2] for w in argv if w.startswith("--model-repository=")]
                 if not flags or flags[0].rstrip("/") not in targets:
-                    problems.append(f"{name}: --model-repository {flags} is not where a volume is mounted {sorted(targets)}")
+                    problems.append(
+                        f"{name}: --model-repository {flags} is not where a volume is mounted {sorted(targets)}"
+                    )
             elif argv[0] == "mmsearch":
                 try:
                     parse_mmsearch(argv[1:], env)
@@ -186,7 +188,9 @@ def health_problems(compose: dict) -> list[str]:
     services = compose["services"]
     for name, service in services.items():
         check = service.get("healthcheck") or {}
-        if not service.get("profiles") and (not check.get("test") or check.get("disable") or check["test"] in ("NONE", ["NONE"])):
+        if not service.get("profiles") and (
+            not check.get("test") or check.get("disable") or check["test"] in ("NONE", ["NONE"])
+        ):
             problems.append(f"{name}: long-running service without a healthcheck")
         depends = service.get("depends_on") or {}
         if isinstance(depends, list):
@@ -241,7 +245,11 @@ def image_problems(compose: dict) -> list[str]:
             stages[alias or str(len(stages))] = stages.get(base, base)
         target = build.get("target") or list(stages)[-1]
         runs[name] = stages.get(target, f"no stage {target!r} in {dockerfile.name}")
-        problems += [f"{name}: {dockerfile.name} FROM {base} is not pinned to a tag other than latest" for base in bases if not pinned(base)]
+        problems += [
+            f"{name}: {dockerfile.name} FROM {base} is not pinned to a tag other than latest"
+            for base in bases
+            if not pinned(base)
+        ]
     if runs.get("triton") != TRITON_IMAGE:
         problems.append(f"triton: runs {runs.get('triton')!r}, not {TRITON_IMAGE} (Triton 2.51)")
     return problems
@@ -290,34 +298,95 @@ UI_COMMAND = ["mmsearch", "ui", "--host", "0.0.0.0"]
 BROKEN = {
     "unknown key": (schema_problems, ("services", "triton", "shm_sizee"), "2gb", "'shm_sizee' does not match"),
     "ports not a list": (schema_problems, ("services", "mongo", "ports"), "27017:27017", "is not of type 'array'"),
-    "unknown setting": (settings_problems, ("services", "triton", "environment", "MMSEARCH_MILVUS_URL"), "http://milvus:19530",
-                        "MMSEARCH_MILVUS_URL is not a setting"),
-    "milvus service missing": (settings_problems, ("services", "triton", "environment", "MMSEARCH_MILVUS_URI"),
-                               "http://milvus-standalone:19530", "names no service"),
-    "mongo wrong port": (settings_problems, ("services", "indexer", "environment", "MMSEARCH_MONGO_URI"), "mongodb://mongo:27018",
-                         "should point at mongo:27017"),
-    "triton http port over grpc": (settings_problems, ("services", "ui", "environment", "MMSEARCH_URL"), "triton:8000",
-                                   "should point at triton:8001"),
-    "experiments not mounted": (settings_problems, ("services", "triton", "environment", "MMSEARCH_EXPERIMENTS"),
-                                "/config/search.yaml", "not inside a mounted volume"),
+    "unknown setting": (
+        settings_problems,
+        ("services", "triton", "environment", "MMSEARCH_MILVUS_URL"),
+        "http://milvus:19530",
+        "MMSEARCH_MILVUS_URL is not a setting",
+    ),
+    "milvus service missing": (
+        settings_problems,
+        ("services", "triton", "environment", "MMSEARCH_MILVUS_URI"),
+        "http://milvus-standalone:19530",
+        "names no service",
+    ),
+    "mongo wrong port": (
+        settings_problems,
+        ("services", "indexer", "environment", "MMSEARCH_MONGO_URI"),
+        "mongodb://mongo:27018",
+        "should point at mongo:27017",
+    ),
+    "triton http port over grpc": (
+        settings_problems,
+        ("services", "ui", "environment", "MMSEARCH_URL"),
+        "triton:8000",
+        "should point at triton:8001",
+    ),
+    "experiments not mounted": (
+        settings_problems,
+        ("services", "triton", "environment", "MMSEARCH_EXPERIMENTS"),
+        "/config/search.yaml",
+        "not inside a mounted volume",
+    ),
     "ui unknown option": (command_problems, ("services", "ui", "command"), UI_COMMAND, "No such option '--host'"),
-    "ui bad protocol": (command_problems, ("services", "ui", "environment", "MMSEARCH_PROTOCOL"), "grpcs", "'grpcs' is not one of"),
-    "indexer no collection": (command_problems, ("services", "indexer", "command"), ["mmsearch", "index", "--input", "/input/d.jsonl"],
-                              "Missing option '--collection'"),
-    "no shell for $": (command_problems, ("services", "indexer", "command"), "mmsearch index --input /input/$INPUT --collection d",
-                       "no shell expands $"),
-    "repository not mounted": (command_problems, ("services", "triton", "command"), ["tritonserver", "--model-repository=/repository"],
-                               "is not where a volume is mounted"),
-    "no healthcheck": (health_problems, ("services", "mongo", "healthcheck"), DELETE, "mongo: long-running service without a healthcheck"),
-    "started, not healthy": (health_problems, ("services", "ui", "depends_on", "triton", "condition"), "service_started",
-                             "ui: depends on triton without condition: service_healthy"),
+    "ui bad protocol": (
+        command_problems,
+        ("services", "ui", "environment", "MMSEARCH_PROTOCOL"),
+        "grpcs",
+        "'grpcs' is not one of",
+    ),
+    "indexer no collection": (
+        command_problems,
+        ("services", "indexer", "command"),
+        ["mmsearch", "index", "--input", "/input/d.jsonl"],
+        "Missing option '--collection'",
+    ),
+    "no shell for $": (
+        command_problems,
+        ("services", "indexer", "command"),
+        "mmsearch index --input /input/$INPUT --collection d",
+        "no shell expands $",
+    ),
+    "repository not mounted": (
+        command_problems,
+        ("services", "triton", "command"),
+        ["tritonserver", "--model-repository=/repository"],
+        "is not where a volume is mounted",
+    ),
+    "no healthcheck": (
+        health_problems,
+        ("services", "mongo", "healthcheck"),
+        DELETE,
+        "mongo: long-running service without a healthcheck",
+    ),
+    "started, not healthy": (
+        health_problems,
+        ("services", "ui", "depends_on", "triton", "condition"),
+        "service_started",
+        "ui: depends on triton without condition: service_healthy",
+    ),
     "undeclared volume": (volume_problems, ("volumes", "mongo-data"), DELETE, "not on a named volume declared"),
     "unused volume": (volume_problems, ("volumes", "spare"), None, "volume spare is declared but no service mounts it"),
-    "bind outside checkout": (volume_problems, ("services", "ui", "volumes"), ["/srv/photos:/input:ro"], "outside the checkout"),
-    "store without volume": (volume_problems, ("services", "milvus", "volumes"), DELETE, "milvus: a published image (a store) keeps"),
+    "bind outside checkout": (
+        volume_problems,
+        ("services", "ui", "volumes"),
+        ["/srv/photos:/input:ro"],
+        "outside the checkout",
+    ),
+    "store without volume": (
+        volume_problems,
+        ("services", "milvus", "volumes"),
+        DELETE,
+        "milvus: a published image (a store) keeps",
+    ),
     "latest": (image_problems, ("services", "mongo", "image"), "mongo:latest", "'mongo:latest' is not pinned"),
     "untagged": (image_problems, ("services", "etcd", "image"), "quay.io/coreos/etcd", "is not pinned"),
-    "triton from the app stage": (image_problems, ("services", "triton", "build", "target"), "app", f"not {TRITON_IMAGE}"),
+    "triton from the app stage": (
+        image_problems,
+        ("services", "triton", "build", "target"),
+        "app",
+        f"not {TRITON_IMAGE}",
+    ),
 }
 
 

@@ -39,7 +39,10 @@ def test_the_package_has_no_import_cycle_and_nothing_imports_the_cli():
 
 def test_a_planted_cycle_fails(copy):
     assert run("check_imports.py", copy).returncode == 0
-    plant(copy / "core" / "stores.py", "def later():\n    from mmsearch.indexer.run import run_index  # a lazy import counts")
+    plant(
+        copy / "core" / "stores.py",
+        "def later():\n    from mmsearch.indexer.run import run_index  # a lazy import counts",
+    )
     result = run("check_imports.py", copy)
     assert result.returncode == 1
     assert "import cycle between" in result.stdout and "mmsearch.stores -> mmsearch.indexer.run" in result.stdout

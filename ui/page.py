@@ -67,7 +67,9 @@ def read_status(url: str, protocol: str) -> ServerStatus:
         with SearchClient(url, protocol, timeout_s=10.0) as client:
             status.ready = client.is_ready()
             if not status.ready:
-                status.error = f"Triton at {url} ({protocol}) is not reachable or not ready: start it with `mmsearch serve`."
+                status.error = (
+                    f"Triton at {url} ({protocol}) is not reachable or not ready: start it with `mmsearch serve`."
+                )
                 return status
             status.models = client.models()
             status.collections = client.catalog()
@@ -116,7 +118,9 @@ def server_panel(status: ServerStatus) -> None:
     if status.models:
         loaded = sum(state == "READY" for state in status.models.values())
         with st.expander(f"Models: {loaded} of {len(status.models)} loaded"):
-            st.dataframe([{"model": name, "state": state} for name, state in sorted(status.models.items())], hide_index=True)
+            st.dataframe(
+                [{"model": name, "state": state} for name, state in sorted(status.models.items())], hide_index=True
+            )
     if status.collections:
         st.dataframe(
             [{"collection": c["name"], "kind": c["modality"], "size": c["size"]} for c in status.collections],
@@ -234,7 +238,9 @@ def search_controls(status: ServerStatus) -> tuple[dict, str, int, object]:
     by_name = {c["name"]: c for c in status.collections}
     query_column, collection_column, top_k_column = st.columns([4, 2, 1], vertical_alignment="bottom")
     with collection_column:
-        name = st.selectbox("Collection", list(by_name), format_func=lambda n: collection_label(by_name[n]), key="collection")
+        name = st.selectbox(
+            "Collection", list(by_name), format_func=lambda n: collection_label(by_name[n]), key="collection"
+        )
     collection = by_name[name]
     with query_column:
         query = st.text_input("Query", key="query", placeholder="Ask in your own words, then press Enter")
@@ -270,7 +276,9 @@ def main() -> None:
     with st.sidebar:
         user_id, forced, filter_text = tuning_panel(collection)
     if upload is None and not query.strip():
-        st.caption("Type a query and press Enter" + (", or upload an image." if "image" in collection["queries"] else "."))
+        st.caption(
+            "Type a query and press Enter" + (", or upload an image." if "image" in collection["queries"] else ".")
+        )
         return
     params = request_params(forced, filter_text)
     active_settings_caption(params)

@@ -23,7 +23,9 @@ def make_handler(model, vectors, documents):
             vector = model.encode(body["query"], normalize_embeddings=True)
             hits = vectors.search(body["collection"], vector, limit=int(body.get("top_k", 10)))
             found = documents.get_many(body["collection"], [hit.id for hit in hits])
-            payload = json.dumps({"hits": [{"id": h.id, "score": h.score, "document": found.get(h.id)} for h in hits]}).encode()
+            payload = json.dumps(
+                {"hits": [{"id": h.id, "score": h.score, "document": found.get(h.id)} for h in hits]}
+            ).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
@@ -60,7 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     model.encode("warm up")
     # One client of each store shared by the request threads, as such a service would.
     ThreadingHTTPServer.request_queue_size = 128  # the default listen backlog of 5 resets clients at c=16
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(model, VectorStore.open(settings), open_document_store(settings)))
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", args.port), make_handler(model, VectorStore.open(settings), open_document_store(settings))
+    )
     server.daemon_threads = True
     server.serve_forever()
 

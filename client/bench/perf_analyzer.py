@@ -26,13 +26,18 @@ def perf_analyzer_env() -> dict[str, str]:
     except ImportError:
         raise BenchError("perf_analyzer needs libcudart: pip install nvidia-cuda-runtime-cu12") from None
     lib = Path(list(nvidia.cuda_runtime.__path__)[0]) / "lib"
-    return {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(lib), os.environ.get("LD_LIBRARY_PATH")]))}
+    return {
+        **os.environ,
+        "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(lib), os.environ.get("LD_LIBRARY_PATH")])),
+    }
 
 
 def perf_analyzer_binary() -> str:
     binary = Path(sys.executable).parent / "perf_analyzer"
     if not binary.exists():
-        raise BenchError(f"{binary} is missing: it ships in the tritonclient 2.51 wheel (pip install tritonclient==2.51.0)")
+        raise BenchError(
+            f"{binary} is missing: it ships in the tritonclient 2.51 wheel (pip install tritonclient==2.51.0)"
+        )
     return str(binary)
 
 

@@ -107,5 +107,7 @@ def write_report(rows: Sequence[Row], out_dir: Path, command: str, top: int, ext
     markdown.write_text(text)
     data = out_dir / f"{name}.json"
     rows_json = [asdict(r) | {"label": r.label} for r in rows]
-    data.write_text(json.dumps({"machine": machine, "command": command, "rows": rows_json, **(extra or {})}, indent=2) + "\n")
+    data.write_text(
+        json.dumps({"machine": machine, "command": command, "rows": rows_json, **(extra or {})}, indent=2) + "\n"
+    )
     return markdown, data

@@ -114,9 +114,16 @@ def measure_served(options: BenchOptions, settings: StoreSettings, workload: Wor
     try:
         progress("(e) indexing through Triton")
         with SearchClient(url) as client:
-            report = run_index(client, settings, corpus, IndexOptions(BENCH_COLLECTION, text_field="answer", recreate=True),
-                               progress=False)
-        index = Row("e", f"mmsearch index ({report.written} docs, batch 32, 4 in flight)", None, report.docs_per_s, "docs/s")
+            report = run_index(
+                client,
+                settings,
+                corpus,
+                IndexOptions(BENCH_COLLECTION, text_field="answer", recreate=True),
+                progress=False,
+            )
+        index = Row(
+            "e", f"mmsearch index ({report.written} docs, batch 32, 4 in flight)", None, report.docs_per_s, "docs/s"
+        )
         text_data = [{c.TEXT: [q]} for q in workload.queries]
         search_data = [{c.QUERY: [q], c.COLLECTION: [BENCH_COLLECTION], c.TOP_K: [TOP_K]} for q in workload.queries]
         embed = perf_rows("c", c.TEXT_TOWER.embed, "Triton text_embed (perf_analyzer)", url, text_data, options.levels,

@@ -34,13 +34,17 @@ def process_group_rss_mib(pid: int) -> float:
         try:
             if os.getpgid(int(status.parent.name)) != group:
                 continue
-            total_kib += next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmRSS:"))
+            total_kib += next(
+                int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmRSS:")
+            )
         except (OSError, StopIteration, ValueError):
             continue
     return total_kib / 1024
 
 
-def fill_random(settings: StoreSettings, count: int, dim: int, index_type: str, progress: Callable[[str], None]) -> float:
+def fill_random(
+    settings: StoreSettings, count: int, dim: int, index_type: str, progress: Callable[[str], None]
+) -> float:
     """`count` random unit vectors (and a small document each); returns the seconds it took."""
     from tqdm import tqdm
 

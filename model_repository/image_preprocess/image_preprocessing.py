@@ -128,7 +128,9 @@ class ClipImagePreprocessor:
         from transformers import AutoImageProcessor
 
         # The PIL backend: torchvision is not installed, and the export's parity check used it.
-        self.processor = AutoImageProcessor.from_pretrained(str(image_processor_dir), backend="pil", local_files_only=True)
+        self.processor = AutoImageProcessor.from_pretrained(
+            str(image_processor_dir), backend="pil", local_files_only=True
+        )
         crop = self.processor.crop_size
         self.height, self.width = int(crop["height"]), int(crop["width"])
 

@@ -18,7 +18,9 @@ class TritonPythonModel:
     def execute(self, requests):
         responses = []
         for request in requests:
-            images = [bytes(value) for value in pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy().reshape(-1)]
+            images = [
+                bytes(value) for value in pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy().reshape(-1)
+            ]
             try:
                 pixels = self.preprocess(images)
             except ImageDecodeError as exc:

@@ -44,7 +44,12 @@ class OnnxEncoder:
 
     def warmup(self, sequence_length: int = 8) -> None:
         """One tiny run at load time, so the first user request does not pay for allocation."""
-        dtypes = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32, "tensor(float16)": np.float16}
+        dtypes = {
+            "tensor(int64)": np.int64,
+            "tensor(int32)": np.int32,
+            "tensor(float)": np.float32,
+            "tensor(float16)": np.float16,
+        }
         feeds = {}
         for spec in self.session.get_inputs():
             shape = [1] + [d if isinstance(d, int) else sequence_length for d in spec.shape[1:]]

@@ -154,13 +154,17 @@ def parse_config(text: str, validate_arm: Callable[[str, str, Arm], None] | None
         if known_collections is not None and collection not in known_collections:
             raise ConfigError(f"{where}: unknown collection '{collection}'")
         if collection in collections:
-            raise ConfigError(f"{where}: collection '{collection}' already belongs to scene '{collections[collection]}'")
+            raise ConfigError(
+                f"{where}: collection '{collection}' already belongs to scene '{collections[collection]}'"
+            )
         collections[collection] = name
         layers_raw = body.get("layers") or {}
         if not isinstance(layers_raw, dict) or set(layers_raw) - set(LAYERS):
             raise ConfigError(f"{where}.layers: layers are {', '.join(LAYERS)}")
         layers = {
-            layer: _arms(f"{where}.layers.{layer}", layers_raw[layer], validate_arm) if layer in layers_raw else (Arm(BASELINE, 1.0),)
+            layer: _arms(f"{where}.layers.{layer}", layers_raw[layer], validate_arm)
+            if layer in layers_raw
+            else (Arm(BASELINE, 1.0),)
             for layer in LAYERS
         }
         scenes[str(name)] = Scene(str(name), collection, MappingProxyType(layers))
@@ -176,7 +180,9 @@ def bucket(salt: str, scene: str, layer: str, user_id: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def assign(config: ExperimentConfig, scene: Scene, user_id: str | None, forced: Mapping[str, str] | None = None) -> dict[str, Arm]:
+def assign(
+    config: ExperimentConfig, scene: Scene, user_id: str | None, forced: Mapping[str, str] | None = None
+) -> dict[str, Arm]:
     """The arm per layer for this user; `forced` (layer -> arm name) overrides, for debugging."""
     forced = forced or {}
     unknown = set(forced) - set(LAYERS)
@@ -209,8 +215,13 @@ class ConfigWatcher:
     about that long, without restarting Triton.
     """
 
-    def __init__(self, path: str | os.PathLike | None, parse: Callable[[str], ExperimentConfig], interval_s: float = 1.0,
-                 background: bool = False):
+    def __init__(
+        self,
+        path: str | os.PathLike | None,
+        parse: Callable[[str], ExperimentConfig],
+        interval_s: float = 1.0,
+        background: bool = False,
+    ):
         self.path = Path(path) if path else None
         self.background = bool(self.path and background)
         self.parse = parse

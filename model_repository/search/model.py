@@ -97,8 +97,12 @@ class TritonPythonModel:
         repository = model.version_dir.parent.parent
         models = {p.parent.name for p in repository.glob("*/config.pbtxt")}
         # Re-read within a second of an edit; a broken edit is logged and the last good config serves on.
-        self.experiments = ConfigWatcher(os.environ.get(ENV_EXPERIMENTS), partial(parse_config, validate_arm=arm_validator(models)),
-                                         interval_s=1.0, background=True)
+        self.experiments = ConfigWatcher(
+            os.environ.get(ENV_EXPERIMENTS),
+            partial(parse_config, validate_arm=arm_validator(models)),
+            interval_s=1.0,
+            background=True,
+        )
         self.searcher = Searcher(
             embed_by_bls,
             lambda: VectorStore.open(settings),

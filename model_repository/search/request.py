@@ -63,7 +63,9 @@ class SearchRequest:
             raise SearchError(f"TOP_K must be between 1 and {max_top_k}, got {self.top_k}")
         unknown = set(self.params) - KNOWN_PARAMS
         if unknown:
-            raise SearchError(f"unknown PARAMS keys: {', '.join(sorted(unknown))} (known: {', '.join(sorted(KNOWN_PARAMS))})")
+            raise SearchError(
+                f"unknown PARAMS keys: {', '.join(sorted(unknown))} (known: {', '.join(sorted(KNOWN_PARAMS))})"
+            )
         forced = self.params.get("experiments", {})
         if not isinstance(forced, dict) or not all(isinstance(v, str) for v in forced.values()):
             raise SearchError('PARAMS "experiments" must map layers to arm names, e.g. {"rank": "mmr"}')

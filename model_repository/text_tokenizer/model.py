@@ -29,7 +29,10 @@ class TritonPythonModel:
             start += size
             responses.append(
                 pb_utils.InferenceResponse(
-                    [pb_utils.Tensor("input_ids", input_ids[rows]), pb_utils.Tensor("attention_mask", attention_mask[rows])]
+                    [
+                        pb_utils.Tensor("input_ids", input_ids[rows]),
+                        pb_utils.Tensor("attention_mask", attention_mask[rows]),
+                    ]
                 )
             )
         return responses

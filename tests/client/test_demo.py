@@ -20,7 +20,9 @@ def test_demo_without_clip_weights_says_so_and_searches_text(tmp_path, exported_
     repository = tmp_path / "repository"
     shutil.copytree(exported_repository, repository)
     out = run_demo(cli, tmp_path, repository).stdout  # default CLIP: openai/clip-vit-base-patch32, hub unreachable
-    assert "image search is off in this demo: CLIP weights for 'openai/clip-vit-base-patch32' could not be loaded" in out
+    assert (
+        "image search is off in this demo: CLIP weights for 'openai/clip-vit-base-patch32' could not be loaded" in out
+    )
     assert "collection now holds 2025 vectors and 2025 documents" in out
     assert "3 hits for 'tell me a joke' in chatterbot" in out
     assert re.search(r"^search page: http://localhost:\d+$", out, re.M)  # started and answering its health check

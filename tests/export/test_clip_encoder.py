@@ -195,7 +195,9 @@ def test_incomplete_checkpoint_is_refused_not_randomly_filled(tiny_clip_dir, tmp
     weights = load_file(str(broken / "model.safetensors"))
     del weights["text_projection.weight"]
     save_file(weights, str(broken / "model.safetensors"), metadata={"format": "pt"})
-    with pytest.raises(ExportError, match=r"not a complete CLIP checkpoint: 1 weights missing \(text_projection.weight\)"):
+    with pytest.raises(
+        ExportError, match=r"not a complete CLIP checkpoint: 1 weights missing \(text_projection.weight\)"
+    ):
         ce.export_clip(str(broken), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

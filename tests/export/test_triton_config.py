@@ -19,12 +19,17 @@ from mmsearch.model_repository.contract import TEXT_TOWER
 GOLDEN = Path(__file__).parent / "golden"
 CPU = r.ServingOptions(backend="python", device="cpu", cores=2)
 GPU_TRT = r.ServingOptions(backend="onnxruntime", device="cuda", precision="fp16", cores=16)
-ENCODER_IO = ([Tensor("input_ids", INT64, (-1,)), Tensor("attention_mask", INT64, (-1,))], [Tensor("embedding", FP32, (384,))])
+ENCODER_IO = (
+    [Tensor("input_ids", INT64, (-1,)), Tensor("attention_mask", INT64, (-1,))],
+    [Tensor("embedding", FP32, (384,))],
+)
 
 CONFIGS = {
     "text_tokenizer": r.tokenizer_config("text_tokenizer", 256, CPU),
     "text_encoder_python_cpu": r.encoder_config("text_encoder", *ENCODER_IO, CPU),
-    "text_encoder_onnxruntime_cpu": r.encoder_config("text_encoder", *ENCODER_IO, r.ServingOptions(backend="onnxruntime", cores=2)),
+    "text_encoder_onnxruntime_cpu": r.encoder_config(
+        "text_encoder", *ENCODER_IO, r.ServingOptions(backend="onnxruntime", cores=2)
+    ),
     "text_encoder_onnxruntime_cuda_fp16": r.encoder_config("text_encoder", *ENCODER_IO, GPU_TRT),
     "text_embed": r.text_embed_config(TEXT_TOWER, 384, CPU),
     "search": r.search_config(CPU),
@@ -46,7 +51,11 @@ def test_config_matches_golden_file_and_parses(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["text_tokenizer", "text_encoder_python_cpu", "text_encoder_onnxruntime_cpu", "text_embed", "image_preprocess", "clip_image_embed"]
+    "name",
+    [
+        "text_tokenizer", "text_encoder_python_cpu", "text_encoder_onnxruntime_cpu", "text_embed", "image_preprocess",
+        "clip_image_embed",
+    ],
 )
 def test_models_that_feed_ensembles_take_batches(name):
     assert CONFIGS[name].max_batch_size > 0

@@ -21,7 +21,10 @@ DIM = 8
 
 
 def fake_embed(texts):
-    vectors = np.array([np.frombuffer(hashlib.sha256(t.encode()).digest()[: DIM * 4], dtype=np.uint32) for t in texts], dtype=np.float32)
+    vectors = np.array(
+        [np.frombuffer(hashlib.sha256(t.encode()).digest()[: DIM * 4], dtype=np.uint32) for t in texts],
+        dtype=np.float32,
+    )
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
@@ -61,11 +64,16 @@ def test_numeric_ids_become_strings():
 
 
 def test_bad_lines_are_reported_with_line_numbers_and_duplicates_keep_the_last(tmp_path):
-    path = write_lines(tmp_path / "c.jsonl", [{"id": "a", "text": "one"}, "{broken", "", {"id": "a", "text": "two"}, {"id": "b"}])
+    path = write_lines(
+        tmp_path / "c.jsonl", [{"id": "a", "text": "one"}, "{broken", "", {"id": "a", "text": "two"}, {"id": "b"}]
+    )
     report = IndexReport("c")
     docs = read_documents(path, IndexOptions("c"), report)
     assert [d["text"] for d in docs] == ["two"]
-    assert report.skipped == [(2, "invalid JSON (Expecting property name enclosed in double quotes)"), (5, "missing or empty text field 'text'")]
+    assert report.skipped == [
+        (2, "invalid JSON (Expecting property name enclosed in double quotes)"),
+        (5, "missing or empty text field 'text'"),
+    ]
     assert report.duplicates == 1 and report.lines == 4
 
 
@@ -83,7 +91,9 @@ def test_unreadable_input_is_a_clear_error(tmp_path):
 
 def test_last_partial_batch_is_written_and_reindexing_keeps_the_size(tmp_path, stores):
     vectors, documents = stores
-    lines = [{"id": f"d{i}", "text": f"document number {i}", "category": "even" if i % 2 == 0 else "odd"} for i in range(77)]
+    lines = [
+        {"id": f"d{i}", "text": f"document number {i}", "category": "even" if i % 2 == 0 else "odd"} for i in range(77)
+    ]
     path = write_lines(tmp_path / "c.jsonl", lines)
     options = IndexOptions("c", batch_size=10, concurrency=3)
 
@@ -93,11 +103,15 @@ def test_last_partial_batch_is_written_and_reindexing_keeps_the_size(tmp_path, s
     for _ in range(2):
         report = IndexReport("c")
         docs = read_documents(path, options, report)
-        index_documents(docs, embed_batch, CollectionInfo.for_index("text", DIM, options.text_field), vectors, documents, options, report,
-                        progress=False)
+        index_documents(
+            docs, embed_batch, CollectionInfo.for_index("text", DIM, options.text_field), vectors, documents, options,
+            report, progress=False,
+        )
         assert report.written == 77 and report.collection_size == 77 and report.documents_stored == 77
-    assert json.loads(vectors.info("c").to_json()) == {"modality": "text", "text_field": "text", "query_models": {"text": "text_embed"}, "dim": DIM,
-                                     "fields": ["category"]}
+    assert json.loads(vectors.info("c").to_json()) == {
+        "modality": "text", "text_field": "text", "query_models": {"text": "text_embed"}, "dim": DIM,
+        "fields": ["category"],
+    }
     top = vectors.search("c", fake_embed(["document number 76"])[0], limit=1)
     assert top[0][0] == "d76" and top[0][1] == pytest.approx(1.0, abs=1e-5)
     assert documents.get_many("c", ["d76"])["d76"]["category"] == "even"
@@ -117,8 +131,15 @@ def test_collections_are_searchable_after_milvus_lite_restarts(tmp_path):
     path = tmp_path / "milvus.db"
     for attempt in range(2):
         port = free_port()
-        process = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(path), "--host", "127.0.0.1", "--port", str(port)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(path), "--host", "127.0.0.1", "--port",
+                str(port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             deadline = time.monotonic() + 60
             while not port_is_open("127.0.0.1", port) and time.monotonic() < deadline:

@@ -63,8 +63,14 @@ def served(tmp_path_factory, exported_repository, start_triton, faq, cli):
     url = f"localhost:{server.ports.grpc}"
     write_jsonl(faq.documents, base / "faq.jsonl")
     write_jsonl(chatterbot_english()[:300], base / "bot.jsonl")
-    cli("index", "--input", str(base / "faq.jsonl"), "--collection", "debian_faq", "--text-field", "answer", "--url", url, "--data-dir", str(settings.data_dir))
-    cli("index", "--input", str(base / "bot.jsonl"), "--collection", "chatterbot", "--text-field", "question", "--url", url, "--data-dir", str(settings.data_dir))
+    cli(
+        "index", "--input", str(base / "faq.jsonl"), "--collection", "debian_faq", "--text-field", "answer", "--url",
+        url, "--data-dir", str(settings.data_dir),
+    )
+    cli(
+        "index", "--input", str(base / "bot.jsonl"), "--collection", "chatterbot", "--text-field", "question", "--url",
+        url, "--data-dir", str(settings.data_dir),
+    )
     return {"server": server, "url": url, "config": config, "settings": settings, "base": base}
 
 
@@ -97,10 +103,14 @@ def test_10000_users_split_by_the_configured_ratios_and_keep_their_arms_across_a
 
 def test_forced_arms_and_filters(served, faq):
     client = SearchClient(served["url"])
-    result = client.search("install packages", "debian_faq", 5, params={"experiments": {"rank": "hybrid", "match": "deep"}})
+    result = client.search(
+        "install packages", "debian_faq", 5, params={"experiments": {"rank": "hybrid", "match": "deep"}}
+    )
     assert result["experiments"]["rank"] == "hybrid" and result["experiments"]["match"] == "deep"
     chapter = faq.documents[0]["chapter"]
-    filtered = client.search("install packages", "debian_faq", 10, params={"filter": f"chapter == {json.dumps(chapter)}"})
+    filtered = client.search(
+        "install packages", "debian_faq", 10, params={"filter": f"chapter == {json.dumps(chapter)}"}
+    )
     assert filtered["hits"] and all(hit["document"]["chapter"] == chapter for hit in filtered["hits"])
     for bad, message in [("chapter = 'x'", "invalid filter: unexpected character '='"),
                          ("nonexistent == 1", "invalid filter: unknown field 'nonexistent'"),
@@ -125,7 +135,9 @@ def test_mixed_concurrent_requests_match_the_same_requests_made_alone(served, fa
 
     def run(request):
         query, collection, top_k, user, forced = request
-        result = client.search(query, collection, top_k, user_id=user, params={"experiments": {"rank": forced}} if forced else None)
+        result = client.search(
+            query, collection, top_k, user_id=user, params={"experiments": {"rank": forced}} if forced else None
+        )
         return result["hits"], result["experiments"]
 
     alone = {request: run(request) for request in requests}
@@ -135,13 +147,28 @@ def test_mixed_concurrent_requests_match_the_same_requests_made_alone(served, fa
     def same(a, b):
         # Dynamic batching pads a query with others, so scores may move in the last float bits.
         (hits_a, arms_a), (hits_b, arms_b) = a, b
-        return arms_a == arms_b and [h["id"] for h in hits_a] == [h["id"] for h in hits_b] and all(
-            abs(x["score"] - y["score"]) <= 1e-4 and x["document"] == y["document"] for x, y in zip(hits_a, hits_b, strict=True))
+        return (
+            arms_a == arms_b
+            and [h["id"] for h in hits_a] == [h["id"] for h in hits_b]
+            and all(
+                abs(x["score"] - y["score"]) <= 1e-4 and x["document"] == y["document"]
+                for x, y in zip(hits_a, hits_b, strict=True)
+            )
+        )
 
-    mismatches = [(request, result, alone[request]) for request, result in zip(workload, together, strict=True) if not same(result, alone[request])]
+    mismatches = [
+        (request, result, alone[request])
+        for request, result in zip(workload, together, strict=True)
+        if not same(result, alone[request])
+    ]
     for request, got, want in mismatches[:3]:
-        print("MISMATCH", request, [(h["id"], h["score"]) for h in got[0]], got[1], [(h["id"], h["score"]) for h in want[0]], want[1])
-    assert not mismatches, f"{len(mismatches)} of {len(workload)} concurrent responses differ from the same request alone"
+        print(
+            "MISMATCH", request, [(h["id"], h["score"]) for h in got[0]], got[1],
+            [(h["id"], h["score"]) for h in want[0]], want[1],
+        )
+    assert not mismatches, (
+        f"{len(mismatches)} of {len(workload)} concurrent responses differ from the same request alone"
+    )
 
 
 def metrics_text(served) -> str:
@@ -157,7 +184,9 @@ def test_metrics_show_stage_histograms_and_arm_counters(served):
     for stage in ("embed", "match", "rank", "summary", "total"):
         assert re.search(rf'mmsearch_stage_latency_ms_bucket\{{[^}}]*stage="{stage}"', text), stage
     counts = re.findall(r'mmsearch_arm_requests_total\{([^}]*)\} (\d+)', text)
-    mmr = [int(n) for labels, n in counts if 'arm="mmr"' in labels and 'layer="rank"' in labels and 'scene="faq"' in labels]
+    mmr = [
+        int(n) for labels, n in counts if 'arm="mmr"' in labels and 'layer="rank"' in labels and 'scene="faq"' in labels
+    ]
     assert sum(mmr) >= 5
 
 
@@ -168,7 +197,9 @@ def test_config_edits_apply_while_serving_and_broken_edits_are_rejected(served):
     def loop():
         while not stop.is_set() and len(seen) < 5000:
             try:
-                seen.append((time.monotonic(), client.search("upgrade", "debian_faq", 3, user_id="loop")["experiments"]["rank"]))
+                seen.append(
+                    (time.monotonic(), client.search("upgrade", "debian_faq", 3, user_id="loop")["experiments"]["rank"])
+                )
             except ClientError as exc:
                 failures.append(str(exc))
 
@@ -177,7 +208,9 @@ def test_config_edits_apply_while_serving_and_broken_edits_are_rejected(served):
     try:
         time.sleep(1)
         # every user of the faq scene moves to a new rank arm
-        served["config"].write_text(CONFIG.replace(RANK_ARMS, "        - {name: fresh, ratio: 1.0, params: {ranker: hybrid}}\n"))
+        served["config"].write_text(
+            CONFIG.replace(RANK_ARMS, "        - {name: fresh, ratio: 1.0, params: {ranker: hybrid}}\n")
+        )
         changed_at = time.monotonic()
         deadline = changed_at + 10
         while time.monotonic() < deadline and not any(t > changed_at and arm.startswith("fresh") for t, arm in seen):
@@ -199,7 +232,10 @@ def test_config_edits_apply_while_serving_and_broken_edits_are_rejected(served):
     log = (served["settings"].data_dir / "logs" / "tritonserver.log").read_text()
     assert "rejected, the last good one keeps serving: not valid YAML" in log
     time.sleep(2)  # back to the original config for the tests that follow
-    assert client.search("upgrade", "debian_faq", 3, params={"experiments": {"rank": "truncate"}})["experiments"]["rank"] == "truncate"
+    assert (
+        client.search("upgrade", "debian_faq", 3, params={"experiments": {"rank": "truncate"}})["experiments"]["rank"]
+        == "truncate"
+    )
 
 
 def test_eval_table_per_forced_ranker(served, faq, cli):

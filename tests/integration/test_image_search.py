@@ -109,7 +109,10 @@ def assert_same_ranking(result, expected):
 
 def test_export_reports_parity_for_both_towers(served):
     assert "parity vs PyTorch: text" in served["export"].stdout
-    for model in ("clip_text_tokenizer", "clip_text_encoder", "clip_text_embed", "image_preprocess", "clip_image_encoder", "clip_image_embed", "search"):
+    for model in (
+        "clip_text_tokenizer", "clip_text_encoder", "clip_text_embed", "image_preprocess", "clip_image_encoder",
+        "clip_image_embed", "search",
+    ):
         assert model in served["export"].stdout
 
 
@@ -133,7 +136,9 @@ def test_text_queries_match_pytorch_brute_force(served, reference):
         result = client.search(query, COLLECTION, TOP_K)
         assert result["query_modality"] == "text"
         worst = max(worst, assert_same_ranking(result, brute_force_top(ids, image_vectors, text_vectors[query])))
-    print(f"\n{len(TEXT_QUERIES)} text queries: served top-{TOP_K} == PyTorch brute force, max |score diff| {worst:.2e}")
+    print(
+        f"\n{len(TEXT_QUERIES)} text queries: served top-{TOP_K} == PyTorch brute force, max |score diff| {worst:.2e}"
+    )
 
 
 def test_image_queries_match_brute_force_and_find_themselves_first(served, reference, gallery):
@@ -202,10 +207,15 @@ def test_jsonl_manifest_with_paths_and_urls_keeps_user_fields(served, gallery, t
 def test_text_and_image_collections_share_one_server(served, gallery, tmp_path, cli):
     docs = tmp_path / "docs.jsonl"
     docs.write_text(json.dumps({"id": "1", "text": "a photo of a cat"}) + "\n")
-    cli("index", "--input", str(docs), "--collection", "words", "--url", served["url"], "--data-dir", str(served["data_dir"]))
+    cli(
+        "index", "--input", str(docs), "--collection", "words", "--url", served["url"], "--data-dir",
+        str(served["data_dir"]),
+    )
     client = SearchClient(served["url"])
     assert client.search("cats", "words", 3)["hits"][0]["id"] == "1"
-    with pytest.raises(ClientError, match="collection 'words' holds text documents and cannot be searched with an image query"):
+    with pytest.raises(
+        ClientError, match="collection 'words' holds text documents and cannot be searched with an image query"
+    ):
         client.search("", "words", 3, image=(gallery[0] / "chelsea.png").read_bytes())
 
 
@@ -221,7 +231,10 @@ def test_separate_text_tower_replaces_clips_own(tmp_path_factory, tiny_clip_dir,
     data_dir = tmp_path_factory.mktemp("tower-data")
     server = start_triton(repo, StoreSettings.resolve(data_dir))
     url = f"localhost:{server.ports.grpc}"
-    cli("index", "--modality", "image", "--input", str(gallery[0]), "--collection", COLLECTION, "--url", url, "--data-dir", str(data_dir))
+    cli(
+        "index", "--modality", "image", "--input", str(gallery[0]), "--collection", COLLECTION, "--url", url,
+        "--data-dir", str(data_dir),
+    )
     ids, image_vectors, _ = reference
     tower = SentenceTransformer(str(tiny_clip_text_tower_dir), device="cpu")
     client = SearchClient(url)

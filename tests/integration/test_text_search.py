@@ -118,12 +118,9 @@ def test_http_and_grpc_return_identical_results(served, faq):
 
 
 BAD_REQUESTS = [
-    (dict(query=""), "QUERY is empty"),
-    (dict(query="   \n\t"), "QUERY is empty"),
-    (dict(query="x" * 100_000), "limit is 2048"),
-    (dict(top_k=0), "TOP_K must be between 1 and 100"),
-    (dict(top_k=-3), "TOP_K must be between 1 and 100"),
-    (dict(top_k=101), "TOP_K must be between 1 and 100"),
+    (dict(query=""), "QUERY is empty"), (dict(query="   \n\t"), "QUERY is empty"),
+    (dict(query="x" * 100_000), "limit is 2048"), (dict(top_k=0), "TOP_K must be between 1 and 100"),
+    (dict(top_k=-3), "TOP_K must be between 1 and 100"), (dict(top_k=101), "TOP_K must be between 1 and 100"),
     (dict(collection="no_such_collection"), "unknown collection 'no_such_collection'"),
     (dict(collection=""), "COLLECTION is empty"),
     (dict(params={"nonsense": 1}), "unknown PARAMS keys: nonsense"),
@@ -146,7 +143,9 @@ def test_bad_requests_get_clear_errors_and_server_keeps_serving(served, protocol
 
 def test_fewer_hits_than_top_k_is_not_an_error(served, tmp_path, cli):
     small = tmp_path / "small.jsonl"
-    small.write_text("\n".join(json.dumps({"id": f"s{i}", "text": t}) for i, t in enumerate(["apt-get upgrade", "a cat"])))
+    small.write_text(
+        "\n".join(json.dumps({"id": f"s{i}", "text": t}) for i, t in enumerate(["apt-get upgrade", "a cat"]))
+    )
     cli("index", "--input", str(small), "--collection", "small", "--url", served["url"], *served["flags"])
     result = SearchClient(served["url"]).search("upgrade packages", "small", 50)
     assert [hit["id"] for hit in result["hits"]] == ["s0", "s1"]
@@ -156,7 +155,10 @@ def test_fewer_hits_than_top_k_is_not_an_error(served, tmp_path, cli):
 def test_cli_batch_search_prints_one_json_result_per_line(served, tmp_path, cli, faq):
     queries = tmp_path / "queries.jsonl"
     queries.write_text("\n".join(json.dumps({"query": q["query"]}) for q in faq[0].queries[:5]))
-    out = cli("search", "--queries", str(queries), "--collection", COLLECTION, "--json", "--top-k", "3", "--url", served["url"])
+    out = cli(
+        "search", "--queries", str(queries), "--collection", COLLECTION, "--json", "--top-k", "3", "--url",
+        served["url"],
+    )
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [line["query"] for line in lines] == [q["query"] for q in faq[0].queries[:5]]
     assert all(len(line["hits"]) == 3 for line in lines)

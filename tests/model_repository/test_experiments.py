@@ -44,7 +44,10 @@ def test_parse_fills_missing_layers_with_a_baseline_arm():
 def test_split_of_10000_users_is_within_2_points_of_the_ratios():
     config = parse_config(CONFIG)
     scene = config.scene_for("debian_faq")
-    for layer, expected in {"match": {"baseline": 0.5, "deep": 0.5}, "rank": {"truncate": 0.2, "mmr": 0.3, "hybrid": 0.5}}.items():
+    for layer, expected in {
+        "match": {"baseline": 0.5, "deep": 0.5},
+        "rank": {"truncate": 0.2, "mmr": 0.3, "hybrid": 0.5},
+    }.items():
         counts = Counter(assign(config, scene, user)[layer].name for user in USERS)
         observed = {name: counts[name] / len(USERS) for name in expected}
         assert all(abs(observed[n] - expected[n]) <= 0.02 for n in expected), (layer, observed)

@@ -55,9 +55,18 @@ def test_compiled_filters_run_on_milvus_lite(tmp_path):
 
     store = VectorStore(str(tmp_path / "m.db"))
     store.ensure_collection("c", CollectionInfo(dim=2))
-    docs = [{"id": str(i), "category": c, "year": y} for i, (c, y) in enumerate([("install", 2019), ("install", 2021), ('say "hi"', 2022)])]
+    docs = [
+        {"id": str(i), "category": c, "year": y}
+        for i, (c, y) in enumerate([("install", 2019), ("install", 2021), ('say "hi"', 2022)])
+    ]
     store.upsert("c", [d["id"] for d in docs], np.eye(3, 2, dtype=np.float32) + 0.1, docs, skip=set())
     store.flush("c")
-    for text, ids in [('category == "install" and year > 2020', {"1"}), ("category == 'say \"hi\"'", {"2"}), ("year in [2019, 2022]", {"0", "2"})]:
-        hits = store.search("c", np.array([1.0, 0.0], dtype=np.float32), 10, filter=compile_filter(text, {"category", "year"}))
+    for text, ids in [
+        ('category == "install" and year > 2020', {"1"}),
+        ("category == 'say \"hi\"'", {"2"}),
+        ("year in [2019, 2022]", {"0", "2"}),
+    ]:
+        hits = store.search(
+            "c", np.array([1.0, 0.0], dtype=np.float32), 10, filter=compile_filter(text, {"category", "year"})
+        )
         assert {hit.id for hit in hits} == ids, text

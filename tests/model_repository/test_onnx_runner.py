@@ -24,6 +24,8 @@ def test_warmup_runs_on_the_exported_encoder(exported_repository):
     ids = np.array([[101, 2000, 102, 0]], dtype=np.int64)
 
     def embed(input_ids):
-        return encoder.run([{"input_ids": input_ids, "attention_mask": (input_ids > 0).astype(np.int64)}])[0]["embedding"]
+        return encoder.run([{"input_ids": input_ids, "attention_mask": (input_ids > 0).astype(np.int64)}])[0][
+            "embedding"
+        ]
 
     assert np.allclose(embed(ids[:, :3]), embed(ids), atol=1e-5)  # padding with mask 0 changes nothing

@@ -95,7 +95,9 @@ def test_hybrid_lexical_match_moves_up():
     cands = [Candidate("x", 0.9, text="red apple"), Candidate("y", 0.8, text="green pear"),
              Candidate("z", 0.7, text="banana split")]
     # rrf_k=1: x 1/2, y 1/3, z dense 1/4 + lexical rank 1 1/2 = 0.75.
-    assert_ranked(hybrid("Banana", cands, 3, fusion="rrf", lexical_weight=1.0, rrf_k=1), [("z", 0.75), ("x", 0.5), ("y", 1 / 3)])
+    assert_ranked(
+        hybrid("Banana", cands, 3, fusion="rrf", lexical_weight=1.0, rrf_k=1), [("z", 0.75), ("x", 0.5), ("y", 1 / 3)]
+    )
     # rrf_k=60: z 1/63+1/61 still beats x 1/61.
     assert ids(hybrid("banana", cands, 2, fusion="rrf", lexical_weight=1.0)) == ["z", "x"]
     # Default linear fusion, weight 0.2: z 0.7 + 0.2 * 1 = 0.9 ties x at 0.9 and x keeps dense order;
@@ -108,7 +110,9 @@ def test_hybrid_ties_broken_by_dense_order():
     cands = [Candidate("b", 0.9, text="nothing here"), Candidate("a", 0.8, text="cat and more words"),
              Candidate("c", 0.7, text="cat")]
     # rrf_k=0: c 1/3+1/1, b 1/1 (no match), a 1/2+1/2 = 1 -> a ties b, b is ahead in dense order.
-    assert_ranked(hybrid("cat", cands, 3, fusion="rrf", lexical_weight=1.0, rrf_k=0), [("c", 4 / 3), ("b", 1.0), ("a", 1.0)])
+    assert_ranked(
+        hybrid("cat", cands, 3, fusion="rrf", lexical_weight=1.0, rrf_k=0), [("c", 4 / 3), ("b", 1.0), ("a", 1.0)]
+    )
 
 
 @pytest.mark.parametrize("fusion, expected", [("rrf", [("x", 1 / 61), ("z", 1 / 62), ("y", 1 / 63)]),

@@ -87,12 +87,9 @@ def test_hit_without_document_is_returned_with_null_document():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"query": ""}, "QUERY is empty"),
-        ({"query": " \t\n"}, "QUERY is empty"),
-        ({"query": "x" * 5000}, "limit is 2048"),
-        ({"top_k": 0}, "TOP_K must be between 1 and 100"),
-        ({"top_k": 101}, "TOP_K must be between 1 and 100"),
-        ({"collection": ""}, "COLLECTION is empty"),
+        ({"query": ""}, "QUERY is empty"), ({"query": " \t\n"}, "QUERY is empty"),
+        ({"query": "x" * 5000}, "limit is 2048"), ({"top_k": 0}, "TOP_K must be between 1 and 100"),
+        ({"top_k": 101}, "TOP_K must be between 1 and 100"), ({"collection": ""}, "COLLECTION is empty"),
         ({"collection": "other"}, "unknown collection 'other' \\(collections: docs, photos\\)"),
         ({"image": b""}, "IMAGE is empty"),
         ({"image": b"x" * (32 * 1024 * 1024 + 1)}, "IMAGE is 33554433 bytes; the limit is 33554432"),
@@ -165,7 +162,9 @@ def test_layers_apply_their_arms_params():
     embedded, calls = [], []
     docs = {"a": {"id": "a", "text": "A", "extra": 1}, "b": {"id": "b", "text": "B", "extra": 2}}
     searcher = make_searcher(embedded=embedded, calls=calls, docs=docs, config=CONFIG)
-    result = searcher.search(request(query="Hello", params={"experiments": {"rank": "diverse"}, "filter": "category != 'x'"}))
+    result = searcher.search(
+        request(query="Hello", params={"experiments": {"rank": "diverse"}, "filter": "category != 'x'"})
+    )
     assert embedded == [("custom_embed", "TEXT", "query: hello")]
     assert calls == [{"limit": 48, "filter": '(category == "faq") and (category != "x")', "search_params": {"ef": 64},
                       "with_vectors": True, "consistency": "Bounded"}]
@@ -179,7 +178,11 @@ def test_layers_apply_their_arms_params():
 
 def test_hybrid_fetches_candidate_text_and_moves_lexical_matches_up():
     hits = (("a", 0.9, [1, 0]), ("b", 0.85, [1, 0]), ("c", 0.8, [1, 0]))
-    docs = {"a": {"id": "a", "text": "apt upgrade"}, "b": {"id": "b", "text": "nothing here"}, "c": {"id": "c", "text": "install debian now"}}
+    docs = {
+        "a": {"id": "a", "text": "apt upgrade"},
+        "b": {"id": "b", "text": "nothing here"},
+        "c": {"id": "c", "text": "install debian now"},
+    }
     config = "scenes: {docs: {layers: {rank: [{name: hybrid, params: {rrf_k: 1}}]}}}"
     result = make_searcher(hits=hits, docs=docs, config=config).search(request(query="install debian", top_k=3))
     assert [h["id"] for h in result["hits"]][0] == "c"
@@ -190,8 +193,14 @@ def test_hybrid_fetches_candidate_text_and_moves_lexical_matches_up():
     [
         ("scenes: {d: {layers: {rank: [{name: x, params: {ranker: nope}}]}}}", "unknown ranker 'nope'"),
         ("scenes: {d: {layers: {rank: [{name: mmr, params: {lambda: 3}}]}}}", "lambda must be between 0 and 1"),
-        ("scenes: {d: {layers: {match: [{name: m, params: {depth: 0}}]}}}", "depth must be an integer between 1 and 2000"),
-        ("scenes: {d: {layers: {match: [{name: m, params: {consistency: Weak}}]}}}", "consistency must be one of Strong, Bounded, Session, Eventually"),
+        (
+            "scenes: {d: {layers: {match: [{name: m, params: {depth: 0}}]}}}",
+            "depth must be an integer between 1 and 2000",
+        ),
+        (
+            "scenes: {d: {layers: {match: [{name: m, params: {consistency: Weak}}]}}}",
+            "consistency must be one of Strong, Bounded, Session, Eventually",
+        ),
         ("scenes: {d: {layers: {match: [{name: m, params: {filter: 'a ='}}]}}}", "invalid filter"),
         ("scenes: {d: {layers: {qp: [{name: q, params: {model: missing_embed}}]}}}", "unknown model 'missing_embed'"),
         ("scenes: {d: {layers: {summary: [{name: s, params: {fields: text}}]}}}", "fields must be a list"),
@@ -220,10 +229,17 @@ scenes:
 """
     catalog = make_searcher(config=config).search(request(query="", collection="", params={"catalog": True}))
     docs, photos = catalog["collections"]
-    assert docs == {"name": "docs", "modality": "text", "size": 2, "queries": ["text"], "fields": ["category"],
-                    "text_field": "text", "scene": "docs",
-                    "layers": {"qp": ["baseline"], "match": ["baseline"], "rank": ["truncate", "mmr"], "summary": ["baseline"]}}
-    assert (photos["name"], photos["modality"], photos["size"], photos["queries"]) == ("photos", "image", 16, ["image", "text"])
+    assert docs == {
+        "name": "docs", "modality": "text", "size": 2, "queries": ["text"], "fields": ["category"],
+        "text_field": "text", "scene": "docs",
+        "layers": {"qp": ["baseline"], "match": ["baseline"], "rank": ["truncate", "mmr"], "summary": ["baseline"]},
+    }
+    assert (photos["name"], photos["modality"], photos["size"], photos["queries"]) == (
+        "photos",
+        "image",
+        16,
+        ["image", "text"],
+    )
     assert photos["layers"]["rank"] == ["baseline"]  # no scene: the baseline arms
 
 

@@ -46,18 +46,27 @@ def test_port_in_use_is_named(tmp_path, exported_repository, cli):
         held.bind(("0.0.0.0", 0))
         held.listen()
         port = held.getsockname()[1]
-        result = cli("serve", "--repository", str(exported_repository), "--data-dir", str(tmp_path),
-                     "--http-port", str(port), "--grpc-port", str(free_port()), "--metrics-port", str(free_port()), check=False)
+        result = cli(
+            "serve", "--repository", str(exported_repository), "--data-dir", str(tmp_path), "--http-port", str(port),
+            "--grpc-port", str(free_port()), "--metrics-port", str(free_port()), check=False,
+        )
     assert result.returncode == 1
-    assert result.stderr.strip() == f"error: port {port} is already in use: stop what holds it or pass --http-port another port"
+    assert (
+        result.stderr.strip()
+        == f"error: port {port} is already in use: stop what holds it or pass --http-port another port"
+    )
 
 
 def launch_serve(repository, data_dir, http: int, grpc: int, metrics: int) -> subprocess.Popen:
     """`mmsearch serve` as a user starts it, with its output readable line by line."""
     return subprocess.Popen(
-        [str(Path(sys.executable).parent / "mmsearch"), "serve", "--repository", str(repository), "--data-dir", str(data_dir),
-         "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            str(Path(sys.executable).parent / "mmsearch"), "serve", "--repository", str(repository), "--data-dir",
+            str(data_dir), "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -72,7 +81,9 @@ def test_serve_prints_ready_line_and_stops_cleanly_on_sigterm(tmp_path, exported
             lines.append(line)
             if "mmsearch serve: ready" in line or not line:
                 break
-        assert f"ready on HTTP localhost:{http}, gRPC localhost:{grpc}, metrics localhost:{metrics}" in "".join(lines), lines
+        assert f"ready on HTTP localhost:{http}, gRPC localhost:{grpc}, metrics localhost:{metrics}" in "".join(
+            lines
+        ), lines
         assert port_is_open("127.0.0.1", grpc)
         lite = StoreSettings.resolve(tmp_path).lite_endpoint_file
         assert lite.exists()
@@ -88,7 +99,8 @@ def test_serve_prints_ready_line_and_stops_cleanly_on_sigterm(tmp_path, exported
 def test_triton_errors_extracts_first_lines_and_status_table():
     log = (
         'I1123 13:16:20.1 1 server.cc:1] "started"\n'
-        'E1123 13:16:23.4 2219 model_lifecycle.cc:642] "failed to load \'echo\' version 1: Internal: ImportError: nope\\n\\nAt:\\n  x.py(1)"\n'
+        "E1123 13:16:23.4 2219 model_lifecycle.cc:642] "
+        "\"failed to load 'echo' version 1: Internal: ImportError: nope\\n\\nAt:\\n  x.py(1)\"\n"
         "| echo  | 1       | UNAVAILABLE: Internal: ImportError: nope |\n"
     )
     assert triton_errors(log) == [

@@ -50,7 +50,9 @@ def test_controls_list_what_the_server_has(page, ui_server):
     assert page.sidebar.success[0].value == f"Triton ready at {ui_server['url']} (grpc)"
     assert any(e.label == "Models: 10 of 10 loaded" for e in page.sidebar.expander)
     sizes = page.sidebar.dataframe[-1].value
-    assert dict(zip(sizes["collection"], sizes["size"], strict=True)) == {name: c["size"] for name, c in catalog.items()}
+    assert dict(zip(sizes["collection"], sizes["size"], strict=True)) == {
+        name: c["size"] for name, c in catalog.items()
+    }
     assert page.number_input(key="top_k").value == 10
     assert page.sidebar.text_input(key="user_id").value == ""
     # the scene's arms are offered where there is a choice; single-arm layers are only named

@@ -45,8 +45,12 @@ def page_url(ui_server, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("streamlit") / "mmsearch-ui.log"
     with open(log, "w") as out:
-        process = subprocess.Popen([str(Path(sys.executable).parent / "mmsearch"), "ui", "--url", ui_server["url"], "--port", str(port)],
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mmsearch"), "ui", "--url", ui_server["url"], "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         for _ in range(300):
             if page_is_up(port) or process.poll() is not None:
@@ -90,7 +94,10 @@ def test_a_query_shows_the_expected_top_hit(browser, page_url, ui_server, viewpo
     query_box = page.get_by_role("textbox", name="Query").bounding_box()
     collection = page.get_by_text("Collection", exact=True).bounding_box()
     if viewport == WIDE:  # query, collection and top-k share a row; the sidebar is open
-        assert collection["y"] < query_box["y"] + query_box["height"] and collection["x"] > query_box["x"] + query_box["width"]
+        assert (
+            collection["y"] < query_box["y"] + query_box["height"]
+            and collection["x"] > query_box["x"] + query_box["width"]
+        )
         assert page.get_by_text("Triton ready at").is_visible()
     else:  # one column: the collection picker sits under the query box, the sidebar is folded away
         assert collection["y"] > query_box["y"] + query_box["height"]

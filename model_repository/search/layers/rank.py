@@ -42,7 +42,9 @@ class Rank(Layer):
             if query.wants_text:
                 query.documents.update(self.documents().get_many(query.request.collection, [h.id for h in query.hits]))
             text_field = query.params(self.name).get("text_field") or query.info.text_field
-            candidates = [Candidate(hit.id, hit.score, hit.vector, str((query.documents.get(hit.id) or {}).get(text_field, "")))
-                          for hit in query.hits]
+            candidates = [
+                Candidate(hit.id, hit.score, hit.vector, str((query.documents.get(hit.id) or {}).get(text_field, "")))
+                for hit in query.hits
+            ]
             query.ranked = rank(query.ranker, query_text=query.request.query, query_vector=query.vector,
                                 candidates=candidates, top_k=query.request.top_k, params=query.rank_params)
