@@ -247,37 +247,37 @@ def ui(port, address, url, protocol) -> None:
 @click.option("--repository", type=click.Path(file_okay=False),
               help="Repository with text_embed and search [default: <data-dir>/repository, exported on first run].")
 @click.option("--data-dir", type=click.Path(file_okay=False),
-              help=f"Where the default repository lives [env {env.ENV_DATA_DIR}; default ./.mmsearch]; the bench's "
-              "own stores are temporary.")
+              help=f"Where the default repository lives [env {env.ENV_DATA_DIR}; default ./.mmsearch].")
 @click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(1, 120),
-              help="perf_analyzer measurement window; (a) and (b) run three windows long.")
-@click.option("--concurrency", "levels", default="1,4,16", show_default=True, callback=concurrency_levels,
-              help="Concurrency levels for (b), (c) and (d).")
-@click.option("--out", default="bench-results", show_default=True, type=click.Path(file_okay=False),
-              help="Where bench.md and bench.json go.")
-@click.option("--milvus-uri", help="Milvus server for (b), (d) and (e) [default: a temporary Milvus Lite].")
+              help="perf_analyzer measurement window; (a), (b) and (f) run three windows long.")
+@click.option("--concurrency", "levels", default="1,4,16", show_default=True, callback=concurrency_levels)
+@click.option("--out", default="bench-results", show_default=True, type=click.Path(file_okay=False))
+@click.option("--milvus-server", help="A Milvus server for the server-store rows [default: start milvus-server from "
+              "the milvus wheel]; the other parts use a temporary Milvus Lite.")
 @click.option("--mongo-uri", help="MongoDB for the documents [default: a temporary embedded store].")
-@click.option("--scale", type=click.IntRange(1),
-              help="Instead: search latency and memory over this many random vectors (e.g. 1000000).")
-@click.option("--store", type=click.Choice(["server", "lite"]), default="server", show_default=True,
-              help="With --scale: milvus-server (started from the milvus wheel) or Milvus Lite.")
-@click.option("--index-type", type=click.Choice(["FLAT", "IVF_FLAT", "HNSW"]), default="IVF_FLAT", show_default=True,
-              help="With --scale: the Milvus index (IVF_FLAT: 1,024 lists, 16 probed).")
-def bench(repository, data_dir, seconds, levels, out, milvus_uri, mongo_uri, scale, store, index_type) -> None:
-    """Measure raw onnxruntime, a naive HTTP service, Triton text_embed and search, and indexing.
+@click.option("--profile", is_flag=True, help="Instead: where the CPU of a search goes at the top --concurrency "
+              "(per process, Triton's model statistics, py-spy of the search stubs).")
+@click.option("--scale", type=click.IntRange(1), help="Instead: N random vectors: recall, latency, memory.")
+@click.option("--store", type=click.Choice(["server", "lite"]),
+              help="With --scale or --profile: milvus-server or Milvus Lite [default: server for --scale, lite for "
+              "--profile].")
+@click.option("--index-type", "index_types", type=click.Choice(["FLAT", "IVF_FLAT", "HNSW"]), multiple=True,
+              help="With --scale, repeatable [default: IVF_FLAT and HNSW on a server, FLAT in Milvus Lite].")
+def bench(repository, data_dir, seconds, levels, out, milvus_server, mongo_uri, profile, scale, store,
+          index_types) -> None:
+    """Measure Triton search against raw onnxruntime and two services without Triton, in one run.
 
     \b
     (a) onnxruntime in this process: the encoder's limit on this machine
-    (b) HTTP + sentence-transformers per request + the same Milvus search
-    (c) Triton text_embed and (d) Triton search, driven by perf_analyzer
+    (b) naive HTTP + sentence-transformers; (f) async HTTP + onnxruntime; both with the same Milvus search
+    (c) Triton text_embed and (d) Triton search (also on milvus-server), driven by perf_analyzer
     (e) indexing through Triton; and text_embed with dynamic batching off.
-    Each figure is also given as a ratio to (a) or (b) from the same run.
     """
     from mmsearch.client.bench.run import BenchOptions, bench
 
     repository = Path(repository) if repository else StoreSettings.resolve(data_dir).data_dir / "repository"
-    options = BenchOptions(repository, seconds, levels, milvus_uri=milvus_uri, mongo_uri=mongo_uri, out=Path(out),
-                           scale=scale, store=store, index_type=index_type)
+    options = BenchOptions(repository, seconds, levels, milvus_server=milvus_server, mongo_uri=mongo_uri, out=Path(out),
+                           scale=scale, store=store, index_types=index_types, profile=profile)
     markdown = bench(options, ("mmsearch bench " + " ".join(sys.argv[2:])).strip(),
                      progress=lambda message: click.echo(f"bench: {message}", err=True))
     click.echo(markdown.read_text())

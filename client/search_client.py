@@ -126,19 +126,20 @@ class SearchClient:
         image: bytes | None = None,
     ) -> dict:
         """Search with text, or with an image (encoded file bytes) for image -> image search."""
+        # [1, 1]: a batch of one request (the server batches requests itself)
         inputs = [
-            _bytes_input(self._module, QUERY, [query.encode("utf-8")], (1,)),
-            _bytes_input(self._module, COLLECTION, [collection.encode("utf-8")], (1,)),
+            _bytes_input(self._module, QUERY, [query.encode("utf-8")], (1, 1)),
+            _bytes_input(self._module, COLLECTION, [collection.encode("utf-8")], (1, 1)),
         ]
-        top = self._module.InferInput(TOP_K, [1], "INT32")
-        top.set_data_from_numpy(np.array([top_k], dtype=np.int32))
+        top = self._module.InferInput(TOP_K, [1, 1], "INT32")
+        top.set_data_from_numpy(np.array([[top_k]], dtype=np.int32))
         inputs.append(top)
         if user_id:
-            inputs.append(_bytes_input(self._module, USER_ID, [user_id.encode("utf-8")], (1,)))
+            inputs.append(_bytes_input(self._module, USER_ID, [user_id.encode("utf-8")], (1, 1)))
         if params:
-            inputs.append(_bytes_input(self._module, PARAMS, [json.dumps(params).encode("utf-8")], (1,)))
+            inputs.append(_bytes_input(self._module, PARAMS, [json.dumps(params).encode("utf-8")], (1, 1)))
         if image is not None:
-            inputs.append(_bytes_input(self._module, IMAGE, [image], (1,)))
+            inputs.append(_bytes_input(self._module, IMAGE, [image], (1, 1)))
         result = self._infer(SEARCH, inputs, [RESULT]).as_numpy(RESULT)
         return json.loads(result.reshape(-1)[0])
 

@@ -25,6 +25,10 @@ MAX_SCALAR_LENGTH = 256  # longer strings stay in the document store only
 # The collection property (not the schema description, which Milvus Lite drops) that holds
 # the CollectionInfo the indexer recorded.
 INFO_PROPERTY = "mmsearch.collection"
+# Milvus's own default. Strong makes every read wait for the next time tick (about 200 ms on a
+# server, milvus-io/milvus#9618); reads that must see a write just made ask for it.
+DEFAULT_CONSISTENCY = "Bounded"
+CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")
 # Build parameters per index type; searches pass their own (nprobe, ef) as match search_params.
 INDEX_BUILD_PARAMS = {"HNSW": {"M": 16, "efConstruction": 200}, "IVF_FLAT": {"nlist": 1024}}
 
@@ -125,7 +129,7 @@ class VectorStore:
             "record collection info", lambda: self.client.alter_collection_properties(name, properties=properties)
         )
 
-    def ensure_collection(self, name: str, info: CollectionInfo, index_type: str = "FLAT") -> None:
+    def ensure_collection(self, name: str, info: CollectionInfo, index_type: str | None = "FLAT") -> None:
         if self.has(name):
             existing = self.info(name)
             if existing.dim not in (None, info.dim):
@@ -134,17 +138,44 @@ class VectorStore:
             return
         self._call("create a collection", lambda: self._create(name, info, index_type))
 
-    def _create(self, name: str, info: CollectionInfo, index_type: str) -> None:
+    def _create(self, name: str, info: CollectionInfo, index_type: str | None) -> None:
         from pymilvus import DataType, MilvusClient
 
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=info.dim)
+        self.client.create_collection(name, schema=schema, index_params=self._index_params(index_type),
+                                      consistency_level=DEFAULT_CONSISTENCY, properties={INFO_PROPERTY: info.to_json()})
+
+    def _index_params(self, index_type: str | None):
+        """None: no index yet (a bulk load builds it after the inserts, see build_index)."""
+        if index_type is None:
+            return None
         index_params = self.client.prepare_index_params()
         params = INDEX_BUILD_PARAMS.get(index_type, {})
         index_params.add_index(field_name="vector", index_type=index_type, metric_type="IP", params=params)
-        self.client.create_collection(name, schema=schema, index_params=index_params, consistency_level="Strong",
-                                      properties={INFO_PROPERTY: info.to_json()})
+        return index_params
+
+    def build_index(self, name: str, index_type: str) -> None:
+        """Replace the collection's vector index (released while it is rebuilt; load() again after)."""
+        def rebuild() -> None:
+            self.client.release_collection(name)
+            if "vector" in self.client.list_indexes(name):
+                self.client.drop_index(name, "vector")
+            self.client.create_index(name, self._index_params(index_type))
+
+        self._call("build an index", rebuild)
+        self._loaded.discard(name)
+
+    def index_progress(self, name: str) -> dict:
+        """Milvus's own account of the vector index: total_rows, indexed_rows, pending_index_rows, state."""
+        return self._call("describe the index", lambda: self.client.describe_index(name, "vector"))
+
+    def compact(self, name: str) -> int:
+        return self._call("compact", lambda: self.client.compact(name))
+
+    def compaction_state(self, job: int) -> str:
+        return self._call("read the compaction state", lambda: self.client.get_compaction_state(job))
 
     def drop(self, name: str) -> None:
         if self.has(name):
@@ -178,33 +209,40 @@ class VectorStore:
             self._call("load a collection", lambda: self.client.load_collection(name))
             self._loaded.add(name)
 
-    def count(self, name: str) -> int:
+    def count(self, name: str, consistency: str = DEFAULT_CONSISTENCY) -> int:
+        """Rows in the collection. Strong waits until every write so far is visible, so a count
+        under Strong is also the point after which every search sees them."""
         self.require(name)
         self.load(name)
         rows = self._call("count", lambda: self.client.query(name, filter="", output_fields=["count(*)"],
-                                                             consistency_level="Strong"))
+                                                             consistency_level=consistency))
         return int(rows[0]["count(*)"])
 
-    def search(self, name: str, vector: np.ndarray, limit: int, filter: str = "", search_params: dict | None = None,
-               with_vectors: bool = False, consistency: str = "Strong") -> list[Hit]:
-        """Hits best first; may hold fewer than `limit`. `filter` must be a canonical expression.
-        Strong sees every write so far; on a Milvus server it waits for the next time tick
-        (up to ~200 ms), which Bounded (a few seconds stale) does not."""
+    def search(self, name: str, vector: np.ndarray, limit: int, **options) -> list[Hit]:
+        return self.search_many(name, np.asarray(vector, dtype=np.float32)[None, :], limit, **options)[0]
+
+    def search_many(self, name: str, vectors: np.ndarray, limit: int, filter: str = "",
+                    search_params: dict | None = None, with_vectors: bool = False,
+                    consistency: str = DEFAULT_CONSISTENCY) -> list[list[Hit]]:
+        """One Milvus search for every row of `vectors` (nq = len(vectors)): hits best first per
+        row, each list possibly shorter than `limit`. `filter` must be a canonical expression.
+        Bounded reads what the server has (a few seconds stale at most); Strong first waits for
+        the next time tick (up to ~200 ms on a server)."""
         self.load(name)
         results = self._call("search", lambda: self.client.search(
             name,
-            data=[np.asarray(vector, dtype=np.float32).tolist()],
+            data=np.asarray(vectors, dtype=np.float32).tolist(),
             limit=limit,
             filter=filter,
             output_fields=["vector"] if with_vectors else [],
             search_params={"metric_type": "IP", "params": search_params or {}},
             consistency_level=consistency,
         ))
-        return [
-            Hit(hit["id"], float(hit["distance"]),
-                np.asarray(hit["entity"]["vector"], dtype=np.float32) if with_vectors else None)
-            for hit in results[0]
-        ]
+        if not with_vectors:  # ids and distances as pymilvus parsed them, without a dict per hit
+            return [[Hit(doc_id, float(score)) for doc_id, score in zip(row.ids, row.distances, strict=True)]
+                    for row in results]
+        return [[Hit(hit["id"], float(hit["distance"]), np.asarray(hit["entity"]["vector"], dtype=np.float32))
+                 for hit in row] for row in results]
 
 
 # --------------------------------------------------------------------------- documents

@@ -112,7 +112,8 @@ def index_documents(
     bar.close()
     vectors.flush(options.collection)
     vectors.add_fields(options.collection, fields)
-    report.collection_size = vectors.count(options.collection)
+    # Strong: returns once every write of this run is visible, so a search right after `index` sees them all.
+    report.collection_size = vectors.count(options.collection, consistency="Strong")
     report.documents_stored = store.count(options.collection)
     report.seconds = time.perf_counter() - started
     return report

@@ -1,4 +1,4 @@
-"""(b) What a user would run instead of Triton, started as a process and driven over HTTP."""
+"""(b), (f) What a user would run instead of Triton, started as a process and driven over HTTP."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from mmsearch.settings import StoreSettings
 SERVICE_START_S = 180
 
 
-def http_load(url: str, payloads: Sequence[dict], concurrency: int, seconds: float, system: str) -> Row:
+def http_load(url: str, payloads: Sequence[dict], concurrency: int, seconds: float, part: str, system: str) -> Row:
     """`concurrency` closed-loop clients with keep-alive, as perf_analyzer drives Triton."""
     address = urlsplit(url)
     latencies: list[float] = []
@@ -56,16 +56,15 @@ def http_load(url: str, payloads: Sequence[dict], concurrency: int, seconds: flo
     if errors or not latencies:
         raise BenchError(f"{system} failed {len(errors)} requests (first: {errors[0] if errors else 'none'}) "
                          f"and answered {len(latencies)}")
-    return Row("b", system, concurrency, len(latencies) / (time.perf_counter() - started), "queries/s",
+    return Row(part, system, concurrency, len(latencies) / (time.perf_counter() - started), "queries/s",
                *percentiles_ms(latencies))
 
 
-def start_naive_service(model: str, settings: StoreSettings, log_path: Path) -> tuple[ManagedProcess, str]:
-    """naive_service.py in its own process; (the process, its base URL)."""
+def start_service(module: str, extra: list[str], settings: StoreSettings, log_path: Path) -> tuple[ManagedProcess, str]:
+    """A baseline service (`python -m module`) on the same stores; (the process, its base URL)."""
     port = free_port()
-    args = [sys.executable, "-m", "mmsearch.client.bench.naive_service", "--port", str(port), "--model", model,
-            "--milvus-uri", settings.connect_uri(), "--data-dir", str(settings.data_dir),
-            *(["--mongo-uri", settings.mongo_uri] if settings.mongo_uri else [])]
-    process = start_ready("the naive service", args, log_path, lambda: http_answers(f"http://127.0.0.1:{port}/"),
+    args = [sys.executable, "-m", module, "--port", str(port), *extra, "--milvus-uri", settings.connect_uri(),
+            "--data-dir", str(settings.data_dir), *(["--mongo-uri", settings.mongo_uri] if settings.mongo_uri else [])]
+    process = start_ready(module.rsplit(".", 1)[-1], args, log_path, lambda: http_answers(f"http://127.0.0.1:{port}/"),
                           SERVICE_START_S)
     return process, f"http://127.0.0.1:{port}"

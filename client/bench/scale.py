@@ -1,141 +1,274 @@
-"""`mmsearch bench --scale N`: search latency and memory over N random vectors in Milvus."""
+"""`mmsearch bench --scale N`: N vectors in Milvus, measured once the store has settled.
+
+1. Bulk load: N random unit vectors inserted into a new collection that has no index yet, then
+   flushed and compacted (the run waits for the compaction job to complete).
+2. Per index type: build it, then wait until Milvus reports every row indexed and none pending,
+   load, and wait until the Milvus processes use under 5% of a core for 5 s (background work
+   such as compaction has settled). Only then is anything measured.
+3. Recall@10 of the ANN search against exact search (numpy over the same vectors) on 200 real
+   queries (embedded by text_embed), per ef / nprobe setting, with each search's latency
+   (nq = 1, from this process, one at a time).
+4. `search` through Triton at top-k 10 and each concurrency (perf_analyzer), with the cheapest
+   setting whose recall@10 is at least 0.95; its match stage from the model's own histogram.
+5. Insert rate, build time and the RSS of every process.
+
+Random vectors have no cluster structure, which makes them a hard case for ANN indexes: the
+recall figures are a floor for real embeddings, not a flattering best case.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mmsearch.client.bench import TOP_K, BenchError
+from mmsearch.client.bench.accounting import by_role, cpu_seconds, process_roles, rss_mib
 from mmsearch.client.bench.perf_analyzer import perf_rows, require_perf_analyzer
-from mmsearch.client.bench.report import Row
-from mmsearch.milvus_servers import start_milvus_server
-from mmsearch.model_repository.contract import COLLECTION, PARAMS, QUERY, CollectionInfo
-from mmsearch.model_repository.contract import TOP_K as TOP_K_TENSOR
+from mmsearch.client.bench.report import Row, percentiles_ms
+from mmsearch.client.bench.triton_stats import histogram_delta, quantile, stage_histograms
+from mmsearch.model_repository import contract as c
 from mmsearch.processes import free_port
 from mmsearch.settings import StoreSettings
+from mmsearch.stores import VectorStore
 from mmsearch.tritonserver import Ports, TritonServer
 
 SCALE_COLLECTION = "bench_scale"
-SCALE_NPROBE = 16
-SCALE_CONSISTENCY = ("Strong", "Bounded")
 INSERT_BATCH = 10_000
+SEED = 0
+RECALL_QUERIES = 200
+RECALL_GOAL = 0.95
+SETTLED_CPU = 0.05  # of one core
+SETTLED_WINDOW_S = 5.0
+# The knob each index type trades recall for speed with, and the values measured.
+SEARCH_SETTINGS = {"FLAT": ("", (None,)), "IVF_FLAT": ("nprobe", (8, 16, 32, 64, 128)),
+                   "HNSW": ("ef", (16, 32, 64, 128, 256))}
+Progress = Callable[[str], None]
 
 
-def process_group_rss_mib(pid: int) -> float:
-    """Resident memory of a process and everything in its process group (Linux /proc)."""
-    group, total_kib = os.getpgid(pid), 0
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            if os.getpgid(int(status.parent.name)) != group:
-                continue
-            total_kib += next(
-                int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmRSS:")
-            )
-        except (OSError, StopIteration, ValueError):
-            continue
-    return total_kib / 1024
+@dataclass
+class ScaleReport:
+    vectors: int
+    dim: int
+    store: str
+    insert_s: float = 0.0
+    compaction_s: float = 0.0
+    build_s: dict[str, float] = field(default_factory=dict)  # index type -> build + settle seconds
+    recall: list[dict] = field(default_factory=list)  # index, setting, recall@10, p50/p99 ms
+    chosen: dict[str, str] = field(default_factory=dict)  # index type -> match arm measured end to end
+    match_ms: dict[str, dict] = field(default_factory=dict)  # arm -> {concurrency: {p50, p99}} of timings_ms.match
+    rss_mib: dict[str, float] = field(default_factory=dict)  # process -> resident memory
+
+    @property
+    def insert_rate(self) -> float:
+        return self.vectors / self.insert_s if self.insert_s else 0.0
 
 
-def fill_random(
-    settings: StoreSettings, count: int, dim: int, index_type: str, progress: Callable[[str], None]
-) -> float:
-    """`count` random unit vectors (and a small document each); returns the seconds it took."""
+def arm_name(index_type: str, value) -> str:
+    knob = SEARCH_SETTINGS[index_type][0]
+    return index_type.lower() if value is None else f"{index_type.lower()}-{knob}{value}"
+
+
+def random_vectors(count: int, dim: int) -> np.ndarray:
+    """The collection's vectors, the same every run: random unit vectors, float32."""
+    rng = np.random.default_rng(SEED)
+    block = rng.standard_normal((count, dim), dtype=np.float32)
+    block /= np.linalg.norm(block, axis=1, keepdims=True)
+    return block
+
+
+def bulk_load(vectors: VectorStore, documents, data: np.ndarray, report: ScaleReport, progress: Progress) -> None:
+    """Plain inserts into a new collection without an index (no delete records, nothing to
+    index while loading), then flush and a compaction that is waited for."""
     from tqdm import tqdm
 
-    from mmsearch.stores import VectorStore, open_document_store
-
-    vectors, documents = VectorStore.open(settings), open_document_store(settings)
-    rng = np.random.default_rng(0)
+    vectors.drop(SCALE_COLLECTION)
+    documents.drop(SCALE_COLLECTION)
+    vectors.ensure_collection(SCALE_COLLECTION, c.CollectionInfo.for_index("text", data.shape[1], "title"), None)
     started = time.perf_counter()
-    try:
-        vectors.drop(SCALE_COLLECTION)
-        documents.drop(SCALE_COLLECTION)
-        vectors.ensure_collection(SCALE_COLLECTION, CollectionInfo.for_index("text", dim, "title"), index_type)
-        for start in tqdm(range(0, count, INSERT_BATCH), desc=f"inserting {count:,} vectors", unit_scale=INSERT_BATCH,
-                          disable=None):
-            size = min(INSERT_BATCH, count - start)
-            block = rng.standard_normal((size, dim), dtype=np.float32)
-            block /= np.linalg.norm(block, axis=1, keepdims=True)
-            docs = [{"id": f"v{i}", "title": f"random vector {i}"} for i in range(start, start + size)]
-            vectors.upsert(SCALE_COLLECTION, [d["id"] for d in docs], block, docs, skip={"title"}, fresh=True)
-            documents.upsert(SCALE_COLLECTION, docs)
-        progress("flushing and building the index")
-        wait_until_indexed(vectors, count)
-    finally:
-        documents.close()
-        vectors.close()
+    for start in tqdm(range(0, len(data), INSERT_BATCH), desc=f"inserting {len(data):,} vectors", disable=None):
+        block = data[start:start + INSERT_BATCH]
+        docs = [{"id": f"v{start + i}", "title": f"random vector {start + i}"} for i in range(len(block))]
+        vectors.upsert(SCALE_COLLECTION, [d["id"] for d in docs], block, docs, skip={"title"}, fresh=True)
+        documents.upsert(SCALE_COLLECTION, docs)
+    vectors.flush(SCALE_COLLECTION)
+    report.insert_s = time.perf_counter() - started
+    progress(f"inserted {len(data):,} vectors in {report.insert_s:.0f} s; compacting")
+    started = time.perf_counter()
+    job = vectors.compact(SCALE_COLLECTION)
+    while vectors.compaction_state(job) != "Completed":
+        time.sleep(1)
+    report.compaction_s = time.perf_counter() - started
+
+
+def wait_until_settled(cpu_seconds: Callable[[], float], progress: Progress, timeout_s: float = 1800) -> None:
+    """Until the store's processes use under SETTLED_CPU of a core over SETTLED_WINDOW_S."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        before = cpu_seconds()
+        time.sleep(SETTLED_WINDOW_S)
+        busy = (cpu_seconds() - before) / SETTLED_WINDOW_S
+        if busy < SETTLED_CPU:
+            return
+        progress(f"store still busy ({busy:.0%} of a core); waiting")
+    raise BenchError(f"the vector store did not settle within {timeout_s:.0f} s")
+
+
+def build(vectors: VectorStore, index_type: str, rows: int, cpu_seconds: Callable[[], float] | None,
+          progress: Progress) -> float:
+    """Build the index and wait until it covers every row and the store is idle; seconds taken."""
+    started = time.perf_counter()
+    vectors.build_index(SCALE_COLLECTION, index_type)
+    while True:
+        state = vectors.index_progress(SCALE_COLLECTION)
+        if state.get("indexed_rows", 0) >= rows and not state.get("pending_index_rows", 0):
+            break
+        time.sleep(2)
+    vectors.load(SCALE_COLLECTION)
+    if vectors.count(SCALE_COLLECTION, consistency="Strong") != rows:
+        raise BenchError(f"{SCALE_COLLECTION} does not hold the {rows} vectors inserted")
+    if cpu_seconds is None:
+        progress("the Milvus server was not started by this bench: its CPU is not watched, nor waited on to settle")
+    else:
+        wait_until_settled(cpu_seconds, progress)
     return time.perf_counter() - started
 
 
-def wait_until_indexed(vectors, count: int) -> None:
-    vectors.flush(SCALE_COLLECTION)
-    # A server builds indexes in the background; wait until every row is indexed. (Its
-    # pending_index_rows can stay above 0 for segments that compaction has replaced.)
-    while (vectors.client.describe_index(SCALE_COLLECTION, "vector") or {}).get("indexed_rows", count) < count:
-        time.sleep(2)
-    vectors.load(SCALE_COLLECTION)
-    if vectors.count(SCALE_COLLECTION) != count:
-        raise BenchError(f"{SCALE_COLLECTION} holds {vectors.count(SCALE_COLLECTION)} vectors, not {count}")
+def exact_top(data: np.ndarray, queries: np.ndarray, k: int = TOP_K) -> list[set[int]]:
+    """The true top k of each query by inner product, by brute force."""
+    found = []
+    for query in queries:
+        scores = data @ query
+        found.append(set(np.argpartition(-scores, k)[:k].tolist()))
+    return found
 
 
-def experiments_file(path: Path, index_type: str) -> Path:
-    """Two match arms: Strong (sees every write) and Bounded (no wait for the time tick). IVF
-    probes SCALE_NPROBE of its 1,024 lists; FLAT scans everything."""
-    search_params = {"nprobe": SCALE_NPROBE} if index_type.startswith("IVF") else {}
-    arms = [{"name": level, "ratio": 0.5, "params": {"search_params": search_params, "consistency": level}}
-            for level in SCALE_CONSISTENCY]
+def recall_rows(vectors: VectorStore, index_type: str, queries: np.ndarray, truth: list[set[int]]) -> list[dict]:
+    knob, values = SEARCH_SETTINGS[index_type]
+    rows = []
+    for value in values:
+        latencies, recalls = [], []
+        for query, true in zip(queries, truth, strict=True):
+            t0 = time.perf_counter()
+            hits = vectors.search(SCALE_COLLECTION, query, TOP_K, search_params={knob: value} if knob else None)
+            latencies.append(time.perf_counter() - t0)
+            recalls.append(len({int(hit.id[1:]) for hit in hits} & true) / TOP_K)
+        p50, _, p99 = percentiles_ms(latencies)
+        rows.append({"index": index_type, "arm": arm_name(index_type, value),
+                     "setting": f"{knob}={value}" if knob else "exact", "recall@10": round(float(np.mean(recalls)), 4),
+                     "p50_ms": round(p50, 2), "p99_ms": round(p99, 2)})
+    return rows
+
+
+def experiments_file(path: Path, index_types: Sequence[str]) -> Path:
+    """One match arm per index setting, forced per request (PARAMS experiments)."""
+    arms = [{"name": arm_name(index_type, value), "params": {"search_params": {knob: value}} if knob else {}}
+            for index_type in index_types for knob, values in [SEARCH_SETTINGS[index_type]] for value in values]
+    for arm in arms:
+        arm["ratio"] = 1 / len(arms)
     path.write_text(json.dumps({"scenes": {SCALE_COLLECTION: {"layers": {"match": arms}}}}))
     return path
 
 
-def run_scale(repository: Path, count: int, store: str, index_type: str, seconds: float, levels: Sequence[int],
-              queries: Sequence[str], progress: Callable[[str], None] = print) -> tuple[list[Row], dict]:
-    """Search latency through the `search` model over `count` random vectors in Milvus Lite or
-    the Milvus server, and the memory the vector store holds."""
+def measure_search(server: TritonServer, arm: str, texts: Sequence[str], where: str, levels: Sequence[int],
+                   seconds: float, work: Path, report: ScaleReport, progress: Progress) -> list[Row]:
+    """`search` at each concurrency with `arm` forced; its match stage from the model's histogram."""
+    params = json.dumps({"experiments": {"match": arm}})
+    data = [{c.QUERY: [t], c.COLLECTION: [SCALE_COLLECTION], c.TOP_K: [TOP_K], c.PARAMS: [params]} for t in texts]
+    rows = []
+    for level in levels:
+        before = stage_histograms(server.ports.metrics)
+        rows += perf_rows("scale", c.SEARCH, f"search top-{TOP_K}, {where}, {arm}", f"localhost:{server.ports.grpc}",
+                          data, [level], work, seconds, progress)
+        match = histogram_delta(before, stage_histograms(server.ports.metrics)).get("match")
+        if match:
+            report.match_ms.setdefault(arm, {})[str(level)] = {
+                "p50": round(quantile(match, 0.5), 2), "p99": round(quantile(match, 0.99), 2)}
+    return rows
+
+
+def load_and_measure(server: TritonServer, store_pid: int | None, index_types: Sequence[str], report: ScaleReport,
+                     texts: Sequence[str], levels: Sequence[int], seconds: float, work: Path,
+                     progress: Progress) -> list[Row]:
+    from mmsearch.client.search_client import SearchClient
+    from mmsearch.stores import open_document_store
+
+    with SearchClient(f"localhost:{server.ports.grpc}") as client:
+        queries = client.embed_texts(list(texts[:RECALL_QUERIES]))
+    data = random_vectors(report.vectors, report.dim)
+    vectors, documents = VectorStore.open(server.settings), open_document_store(server.settings)
+    def store_cpu() -> float:
+        return sum(by_role(process_roles({store_pid: "store"}), cpu_seconds).values())
+
+    where = f"{report.vectors:,} × {report.dim} in {'milvus-server 2.3' if report.store == 'server' else 'Milvus Lite'}"
+    rows = []
+    try:
+        bulk_load(vectors, documents, data, report, progress)
+        truth = exact_top(data, queries)
+        del data  # 1.5 GB at 1M × 384; not needed past the exact search
+        for index_type in index_types:
+            progress(f"building {index_type} and waiting for the store to settle")
+            watch = store_cpu if store_pid is not None else None
+            report.build_s[index_type] = round(build(vectors, index_type, report.vectors, watch, progress), 1)
+            recall = recall_rows(vectors, index_type, queries, truth)
+            report.recall += recall
+            good = [r for r in recall if r["recall@10"] >= RECALL_GOAL] or [max(recall, key=lambda r: r["recall@10"])]
+            report.chosen[index_type] = good[0]["arm"]
+            rows += measure_search(server, good[0]["arm"], texts, f"{where} ({index_type})", levels, seconds, work,
+                                   report, progress)
+    finally:
+        documents.close()
+        vectors.close()
+    return rows
+
+
+def run_scale(repository: Path, count: int, store: str, index_types: Sequence[str], seconds: float,
+              levels: Sequence[int], texts: Sequence[str], milvus_server: str | None = None,
+              progress: Progress = print) -> tuple[list[Row], ScaleReport]:
+    """Search at scale through the `search` model, over `count` random vectors in a Milvus
+    server (the given one, or one started from the wheel) or in Milvus Lite."""
+    from mmsearch.client.search_client import SearchClient
+    from mmsearch.milvus_servers import start_milvus_server
+
     require_perf_analyzer()
     with tempfile.TemporaryDirectory(prefix="mmsearch-scale-") as scratch:
-        work = Path(scratch)
-        milvus = uri = None
-        if store == "server":
+        work, milvus, uri = Path(scratch), None, milvus_server
+        if store == "server" and uri is None:
             progress("starting milvus-server")
             milvus, uri = start_milvus_server(work / "milvus", work / "milvus-server.log")
-        settings = StoreSettings.resolve(work / "data", uri)
-        experiments = experiments_file(work / "experiments.yaml", index_type)
+        settings = StoreSettings.resolve(work / "data", uri if store == "server" else None)
+        experiments = experiments_file(work / "experiments.yaml", index_types)
         server = TritonServer(repository, settings, Ports(free_port(), free_port(), free_port()), experiments).start()
         try:
-            rows, memory = _measure(server, milvus, settings, count, store, index_type, seconds, levels, queries, work,
-                                    progress)
+            with SearchClient(f"localhost:{server.ports.grpc}") as client:
+                report = ScaleReport(count, client.embedding_dim(), store)
+            store_pid = (milvus or server.milvus).process.pid if (milvus or server.milvus) else None
+            rows = load_and_measure(server, store_pid, index_types, report, texts, levels, seconds, work, progress)
+            groups = {server.triton.process.pid: "tritonserver", **({store_pid: f"{store} store"} if store_pid else {})}
+            report.rss_mib = {role: round(mib) for role, mib in by_role(process_roles(groups), rss_mib).most_common()}
         finally:
             server.stop()
             if milvus:
                 milvus.stop()
-    return rows, memory
+    return rows, report
 
 
-def _measure(server, milvus, settings, count, store, index_type, seconds, levels, queries, work, progress):
-    from mmsearch.client.search_client import SearchClient
-
-    url = f"localhost:{server.ports.grpc}"
-    with SearchClient(url) as client:
-        dim = client.embedding_dim()
-    progress(f"inserting {count:,} random {dim}-d unit vectors into {store}")
-    fill_seconds = fill_random(settings, count, dim, index_type, progress)
-    where = f"{count:,} × {dim} in {'milvus-server 2.3' if milvus else 'Milvus Lite'} ({index_type})"
-    rows = []
-    for level in SCALE_CONSISTENCY:
-        params = json.dumps({"experiments": {"match": level}})
-        data = [{QUERY: [q], COLLECTION: [SCALE_COLLECTION], TOP_K_TENSOR: [TOP_K], PARAMS: [params]} for q in queries]
-        rows += perf_rows("scale", "search", f"search top-{TOP_K}, {where}, {level}", url, data, levels, work, seconds,
-                          progress)
-    store_pid = (milvus or server.milvus).process.pid
-    memory = {"store_rss_mib": round(process_group_rss_mib(store_pid)),
-              "triton_rss_mib": round(process_group_rss_mib(server.triton.process.pid)),
-              "insert_and_index_s": round(fill_seconds, 1), "vectors": count, "dim": dim, "store": store,
-              "index_type": index_type}
-    return rows, memory
+def scale_markdown(report: ScaleReport) -> str:
+    lines = [f"{report.vectors:,} random unit vectors × {report.dim} in "
+             f"{'milvus-server 2.3.5' if report.store == 'server' else 'Milvus Lite'}: inserted in "
+             f"{report.insert_s:.0f} s ({report.insert_rate:,.0f} vectors/s), compacted in "
+             f"{report.compaction_s:.0f} s.",
+             "", "| index | setting | recall@10 | search p50 ms | search p99 ms | index build + settle s |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['index']} | {r['setting']} | {r['recall@10']:.3f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+              f"{report.build_s.get(r['index'], '')} |" for r in report.recall]
+    lines += ["", "Match stage of `search` (timings_ms.match, from the model's histogram), by concurrency:", ""]
+    lines += [f"- {arm}: " + ", ".join(f"c={level} p50 {m['p50']} ms, p99 {m['p99']} ms" for level, m in levels.items())
+              for arm, levels in report.match_ms.items()]
+    lines += ["", "Resident memory: " + ", ".join(f"{role} {mib:,.0f} MiB" for role, mib in report.rss_mib.items())]
+    return "\n".join(lines)

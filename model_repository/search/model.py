@@ -63,17 +63,18 @@ class TritonMetrics:
         self._metric(self.requests, {"scene": scene, "layer": layer, "arm": arm}).increment(1)
 
 
-def embed_by_bls(model_name: str, input_name: str, payload) -> np.ndarray:
-    data = payload.encode("utf-8") if isinstance(payload, str) else payload
+def embed_by_bls(model_name: str, input_name: str, payloads) -> np.ndarray:
+    """Every payload in one request to a `*_embed` ensemble: a [n, 1] BYTES tensor in, [n, dim] out."""
+    data = [[p.encode("utf-8") if isinstance(p, str) else p] for p in payloads]
     request = pb_utils.InferenceRequest(
         model_name=model_name,
         requested_output_names=[EMBEDDING],
-        inputs=[pb_utils.Tensor(input_name, np.array([[data]], dtype=np.object_))],
+        inputs=[pb_utils.Tensor(input_name, np.array(data, dtype=np.object_))],
     )
     response = request.exec()
     if response.has_error():
         raise SearchError(f"{model_name} failed: {response.error().message()}")
-    return pb_utils.get_output_tensor_by_name(response, EMBEDDING).as_numpy()[0]
+    return pb_utils.get_output_tensor_by_name(response, EMBEDDING).as_numpy()
 
 
 def optional_scalar(request, name: str, default):
@@ -84,10 +85,6 @@ def optional_scalar(request, name: str, default):
 def optional_bytes(request, name: str) -> bytes | None:
     value = optional_scalar(request, name, None)
     return None if value is None else bytes(value)
-
-
-def error_response(message: str):
-    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
 
 
 class TritonPythonModel:
@@ -118,11 +115,19 @@ class TritonPythonModel:
         self.searcher.close()
 
     def execute(self, requests):
-        return [self._answer(request) for request in requests]
-
-    def _answer(self, request):
+        """All the requests the dynamic batcher handed over, searched together."""
+        parsed = [self._parse(request) for request in requests]
+        valid = [p for p in parsed if isinstance(p, SearchRequest)]
         try:
-            search_request = SearchRequest.from_wire(
+            results = iter(self.searcher.search_many(valid))
+        except Exception as exc:  # never let one batch take the model down
+            failure = f"internal error: {exc.__class__.__name__}: {exc}"
+            results = iter([MmsearchError(failure)] * len(valid))
+        return [respond(next(results) if isinstance(p, SearchRequest) else p) for p in parsed]
+
+    def _parse(self, request) -> SearchRequest | MmsearchError:
+        try:
+            return SearchRequest.from_wire(
                 optional_scalar(request, QUERY, b""),
                 optional_scalar(request, COLLECTION, b""),
                 optional_scalar(request, TOP_K, DEFAULT_TOP_K),
@@ -130,10 +135,13 @@ class TritonPythonModel:
                 optional_scalar(request, PARAMS, b""),
                 optional_bytes(request, IMAGE),
             )
-            result = self.searcher.search(search_request)
         except MmsearchError as exc:
-            return error_response(str(exc))
-        except Exception as exc:  # never let one request take the model down
-            return error_response(f"internal error: {exc.__class__.__name__}: {exc}")
-        payload = json.dumps(result, ensure_ascii=False).encode("utf-8")
-        return pb_utils.InferenceResponse([pb_utils.Tensor(RESULT, np.array([payload], dtype=np.object_))])
+            return exc
+
+
+def respond(outcome: dict | MmsearchError):
+    if isinstance(outcome, MmsearchError):
+        return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(outcome)))
+    payload = json.dumps(outcome, ensure_ascii=False).encode("utf-8")
+    # [1, 1]: this request's row of the batch
+    return pb_utils.InferenceResponse([pb_utils.Tensor(RESULT, np.array([[payload]], dtype=np.object_))])

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from mmsearch.model_repository.contract import LAYERS, MAX_QUERY_CHARS, MAX_TOP_K, CollectionInfo
 from mmsearch.model_repository.search.experiments import EMPTY, ConfigError, ExperimentConfig, assign
@@ -23,6 +24,7 @@ from mmsearch.stores import DocumentStore, StoreError, UnknownCollection, Vector
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 INFO_TTL_S = 5.0  # collection info is re-read this often (fields grow as documents are indexed)
 
 
@@ -105,10 +107,31 @@ class Searcher:
         return info
 
     def search(self, request: SearchRequest) -> dict:
-        if request.is_catalog:
-            return self._guarded(self.catalog)
-        request.validate(self.max_top_k, self.max_query_chars)
-        return self._guarded(lambda: self._search(request))
+        outcome = self.search_many([request])[0]
+        if isinstance(outcome, SearchError):
+            raise outcome
+        return outcome
+
+    def search_many(self, requests: Sequence[SearchRequest]) -> list[dict | SearchError]:
+        """Every request's result, or the SearchError that answers it. The searches share each
+        layer's model and store calls; a bad request fails alone."""
+        started = time.perf_counter()
+        outcomes: list[dict | SearchError | None] = [None] * len(requests)
+        queries: list[tuple[int, Query]] = []
+        for position, request in enumerate(requests):
+            try:
+                if request.is_catalog:
+                    outcomes[position] = self._guarded(self.catalog)
+                    continue
+                request.validate(self.max_top_k, self.max_query_chars)
+                queries.append((position, self._guarded(lambda request=request: self._prepare(request))))
+            except SearchError as exc:
+                outcomes[position] = exc
+        if queries:
+            for position, outcome in zip([p for p, _ in queries], self._run([q for _, q in queries], started),
+                                         strict=True):
+                outcomes[position] = outcome
+        return outcomes
 
     def catalog(self) -> dict:
         """Each collection this server can search: size, modality, query kinds, filter fields and
@@ -130,7 +153,7 @@ class Searcher:
             })
         return {"collections": collections}
 
-    def _guarded(self, answer: Callable[[], dict]) -> dict:
+    def _guarded(self, answer: Callable[[], T]) -> T:
         """Store and ranking failures become a SearchError naming the cause; a broken store
         connection is dropped so the next request reconnects."""
         try:
@@ -141,8 +164,9 @@ class Searcher:
             self._reset()
             raise SearchError(str(exc)) from None
 
-    def _query(self, request: SearchRequest) -> Query:
-        """The request with its collection's info, its scene and its arm per layer."""
+    def _prepare(self, request: SearchRequest) -> Query:
+        """The request with its collection's info, its scene, its arm per layer, and every
+        layer's checks done: a bad request costs no model or store call."""
         info = self.collection_info(request.collection)
         config = self.experiments()
         scene = config.scene_for(request.collection)
@@ -150,21 +174,29 @@ class Searcher:
             arms = assign(config, scene, request.user_id, request.params.get("experiments"))
         except ConfigError as exc:
             raise SearchError(str(exc)) from None
-        return Query(request, info, scene, arms)
-
-    def _search(self, request: SearchRequest) -> dict:
-        started = time.perf_counter()
-        query = self._query(request)
-        for layer in self.layers:  # every check before any model or store call
-            layer.prepare(query)
-        timings: dict[str, float] = {}
+        query = Query(request, info, scene, arms)
         for layer in self.layers:
-            mark = time.perf_counter()
-            layer.run([query])
-            timings[layer.stage] = round((time.perf_counter() - mark) * 1000, 3)
+            layer.prepare(query)
+        return query
+
+    def _run(self, queries: list[Query], started: float) -> list[dict | SearchError]:
+        """The layers in order over the live queries; stage timings are the batch's."""
+        timings: dict[str, float] = {}
+        try:
+            for layer in self.layers:
+                mark = time.perf_counter()
+                self._guarded(lambda layer=layer: layer.run([query for query in queries if query.error is None]))
+                timings[layer.stage] = round((time.perf_counter() - mark) * 1000, 3)
+        except SearchError as exc:  # a store or ranker failure fails every request still running
+            for query in queries:
+                query.error = query.error or exc
         timings["total"] = round((time.perf_counter() - started) * 1000, 3)
-        self._record(query, timings)
-        return self._result(query, timings)
+        outcomes = []
+        for query in queries:
+            if query.error is None:
+                self._record(query, timings)
+            outcomes.append(query.error or self._result(query, timings))
+        return outcomes
 
     def _record(self, query: Query, timings: dict[str, float]) -> None:
         for stage, ms in timings.items():

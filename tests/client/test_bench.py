@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from mmsearch.client.bench.report import Row, goals, markdown_table, percentiles_ms
+from mmsearch.client.bench.report import Row, alternatives_table, goals, markdown_table, percentiles_ms
 from mmsearch.client.bench.run import without_dynamic_batching
 
 
@@ -20,11 +20,29 @@ def test_ratios_are_taken_against_the_named_baseline():
         in table
     )
     assert goals([naive, ours], 16) == [
+        "- (d) p50 at c=16: 40.00 ms (goal < 60 ms): met",
         "- (d) vs (b) throughput at c=16: 3.50× (goal ≥ 3.0×): met",
         "- (d) vs (b) p50 at c=16: 0.40× (goal ≤ 0.5×): met",
     ]
     slow = Row("d", "Triton search (perf_analyzer)", 16, 20.0, "queries/s", 60.0).compare(naive)
-    assert goals([naive, slow], 16)[0] == "- (d) vs (b) throughput at c=16: 2.00× (goal ≥ 3.0×): missed"
+    assert goals([naive, slow], 16)[1] == "- (d) vs (b) throughput at c=16: 2.00× (goal ≥ 3.0×): missed"
+
+
+def test_search_is_held_to_raw_onnxruntime_the_competent_service_and_itself_on_a_server():
+    rows = [Row("a", "onnxruntime, batch 1", None, 200.0, "queries/s"), Row("a", "docs", None, 50.0, "docs/s"),
+            Row("f", "competent", 1, 40.0, "queries/s", 20.0), Row("f", "competent", 16, 100.0, "queries/s", 150.0),
+            Row("d", "Triton search (perf_analyzer)", 1, 60.0, "queries/s", 15.0),
+            Row("d", "Triton search (perf_analyzer)", 16, 130.0, "queries/s", 110.0),
+            Row("d", "Triton search (perf_analyzer), milvus-server store", 1, 30.0, "queries/s", 33.0)]
+    assert goals(rows, 16) == [
+        "- (d) vs (a) throughput at c=16: 0.65× (goal ≥ 0.6×): met",  # against the best raw queries/s, not docs/s
+        "- (d) p50 at c=16: 110.00 ms (goal < 60 ms): missed",
+        "- (d) vs (f) throughput at c=16: 1.30× (goal ≥ 1.0×): met",
+        "- (d) milvus-server vs Milvus Lite p50 at c=1: 2.20× (goal ≤ 2.0×): missed",
+    ]
+    table = alternatives_table(rows).splitlines()
+    assert table[2] == "| 1 | 60.0 | 0.30× | 1.50× |  | 15.0 / 20.0 /  | 33.0 |"
+    assert table[3] == "| 16 | 130.0 | 0.65× | 1.30× |  | 110.0 / 150.0 /  |  |"
 
 
 def test_percentiles_are_in_milliseconds():
@@ -45,13 +63,14 @@ def test_the_no_batching_copy_drops_dynamic_batching_and_keeps_the_rest(tmp_path
 
 
 @pytest.mark.integration
-def test_a_short_bench_run_measures_every_part_and_writes_both_reports(exported_repository, tmp_path, cli):
+def test_a_short_bench_run_measures_every_part_and_writes_both_reports(exported_repository, milvus_server, tmp_path,
+                                                                       cli):
     out = tmp_path / "out"
     result = cli("bench", "--repository", str(exported_repository), "--seconds", "1", "--concurrency", "1,2",
-                 "--out", str(out), timeout=900)
+                 "--out", str(out), "--milvus-server", milvus_server.uri, timeout=900)
     report = json.loads((out / "bench.json").read_text())
     labels = [row["label"] for row in report["rows"]]
-    for part, levels in {"b": (1, 2), "c": (1, 2), "d": (1, 2)}.items():
+    for part, levels in {"b": (1, 2), "c": (1, 2), "d": (1, 2), "f": (1, 2)}.items():
         assert (
             sum(label.startswith(f"({part}) ") and label.endswith(tuple(f"c={c}" for c in levels)) for label in labels)
             >= 2
@@ -66,24 +85,30 @@ def test_a_short_bench_run_measures_every_part_and_writes_both_reports(exported_
         rows["(c) Triton text_embed, dynamic batching off c=2"]["baseline"]
         == "(c) Triton text_embed (perf_analyzer) c=2"
     )
+    server = rows["(d) Triton search (perf_analyzer), milvus-server store c=1"]
+    assert server["baseline"] == "(d) Triton search (perf_analyzer) c=1"
     markdown = (out / "bench.md").read_text()
-    assert "- (d) vs (b) throughput at c=2: " in markdown and "- (e) vs (a) docs/s: " in markdown
+    for goal in ("(d) vs (a) throughput at c=2", "(d) vs (f) throughput at c=2", "(d) vs (b) throughput at c=2",
+                 "(d) milvus-server vs Milvus Lite p50 at c=1", "(e) vs (a) docs/s"):
+        assert f"- {goal}: " in markdown
     assert markdown in result.stdout
 
 
 @pytest.mark.integration
-def test_a_small_scale_run_reports_latency_memory_and_the_vector_count(exported_repository, tmp_path, cli):
+def test_a_small_scale_run_reports_recall_latency_memory_and_the_vector_count(exported_repository, tmp_path, cli):
     out = tmp_path / "out"
-    cli(
-        "bench", "--repository", str(exported_repository), "--scale", "20000", "--store", "lite", "--index-type",
-        "FLAT", "--seconds", "1", "--concurrency", "1", "--out", str(out), timeout=900,
-    )
+    cli("bench", "--repository", str(exported_repository), "--scale", "20000", "--store", "lite", "--index-type",
+        "FLAT", "--seconds", "1", "--concurrency", "1", "--out", str(out), timeout=900)
     report = json.loads((out / "bench-scale.json").read_text())
     # the run checks the count it inserted
     assert (report["vectors"], report["dim"], report["store"]) == (20000, 384, "lite")
-    assert report["store_rss_mib"] > 0 and report["triton_rss_mib"] > 0
+    assert report["insert_rate"] > 0 and report["build_s"]["FLAT"] > 0
+    (flat,) = report["recall"]
+    assert flat["setting"] == "exact" and flat["recall@10"] >= 0.99  # FLAT is exact: the numpy truth agrees
+    assert report["chosen"] == {"FLAT": "flat"} and report["match_ms"]["flat"]["1"]["p99"] > 0
+    assert report["rss_mib"]["tritonserver"] > 0 and report["rss_mib"]["lite store"] > 0
+    assert any(role.startswith("python stub: search") for role in report["rss_mib"])
     labels = [row["label"] for row in report["rows"]]
-    assert labels == [
-        f"(scale) search top-10, 20,000 × 384 in Milvus Lite (FLAT), {level} c=1" for level in ("Strong", "Bounded")
-    ]
+    assert labels == ["(scale) search top-10, 20,000 × 384 in Milvus Lite (FLAT), flat c=1"]
     assert all(0 < row["p50_ms"] <= row["p99_ms"] for row in report["rows"])
+    assert "| FLAT | exact |" in (out / "bench-scale.md").read_text()

@@ -28,9 +28,15 @@ class FakeVectors:
         return 16 if name == "photos" else len(self.hits)
 
     def search(self, name, vector, limit, **kwargs):
-        self.calls.append({"limit": limit, **kwargs})
-        return [Hit(doc_id, score, np.array(vec, dtype=np.float32) if kwargs.get("with_vectors") else None)
-                for doc_id, score, vec in self.hits[:limit]]
+        return self.search_many(name, np.asarray(vector)[None], limit, **kwargs)[0]
+
+    def search_many(self, name, vectors, limit, **kwargs):
+        """Like Milvus: best first, at most `limit` per query vector."""
+        self.calls.append({"limit": limit, "nq": len(vectors), **kwargs})
+        ranked = sorted(self.hits, key=lambda hit: -hit[1])[:limit]
+        with_vectors = kwargs.get("with_vectors")
+        return [[Hit(doc_id, score, np.array(vec, dtype=np.float32) if with_vectors else None)
+                 for doc_id, score, vec in ranked] for _ in vectors]
 
 
 class FakeDocuments:
@@ -57,10 +63,10 @@ def make_searcher(hits=HITS, docs=None, fail=False, opened=None, embedded=None, 
         opened.append(1)
         return FakeDocuments(docs, fail=fail)
 
-    def embed(model, input_name, payload):
+    def embed(model, input_name, payloads):
         if embedded is not None:
-            embedded.append((model, input_name, payload))
-        return np.ones(4, dtype=np.float32) / 2
+            embedded.extend((model, input_name, payload) for payload in payloads)
+        return np.ones((len(payloads), 4), dtype=np.float32) / 2
 
     parsed = parse_config(config, arm_validator()) if config else None
     return Searcher(embed, lambda: FakeVectors(list(hits), ("docs", "photos"), calls), open_documents,
@@ -166,8 +172,9 @@ def test_layers_apply_their_arms_params():
         request(query="Hello", params={"experiments": {"rank": "diverse"}, "filter": "category != 'x'"})
     )
     assert embedded == [("custom_embed", "TEXT", "query: hello")]
-    assert calls == [{"limit": 48, "filter": '(category == "faq") and (category != "x")', "search_params": {"ef": 64},
-                      "with_vectors": True, "consistency": "Bounded"}]
+    # depth 40 and one hit past the cut, to see whether a tie crosses it
+    assert calls == [{"limit": 41, "nq": 1, "filter": '(category == "faq") and (category != "x")',
+                      "search_params": {"ef": 64}, "with_vectors": True, "consistency": "Bounded"}]
     assert result["experiments"] == {"qp": "lower", "match": "deep", "rank": "diverse", "summary": "short"}
     assert result["hits"][0]["document"] == {"id": "a", "text": "A"}  # summary keeps only the asked fields
     assert "debug" not in result
@@ -250,3 +257,75 @@ def test_catalog_reports_a_store_that_is_down():
     searcher = Searcher(lambda *a: None, down, lambda: FakeDocuments({}))
     with pytest.raises(SearchError, match="cannot connect to Milvus"):
         searcher.search(request(params={"catalog": True}))
+
+
+class CountingDocuments(FakeDocuments):
+    def __init__(self, docs, reads):
+        super().__init__(docs)
+        self.reads = reads
+
+    def get_many(self, collection, ids):
+        self.reads.append((collection, sorted(ids)))
+        return super().get_many(collection, ids)
+
+
+def batch_searcher(embed_calls, search_calls, reads, config=None):
+    docs = {"a": {"id": "a", "text": "A"}, "b": {"id": "b", "text": "B"}}
+
+    def embed(model, input_name, payloads):
+        if any(p == b"broken" for p in payloads):
+            raise SearchError("clip_image_embed failed: not an image")
+        embed_calls.append((model, input_name, list(payloads)))
+        return np.array([[len(str(p)), 1.0, 0.0, 0.0] for p in payloads], dtype=np.float32)
+
+    parsed = parse_config(config, arm_validator()) if config else None
+    return Searcher(embed, lambda: FakeVectors(list(HITS), ("docs", "photos"), search_calls),
+                    lambda: CountingDocuments(docs, reads), **({"experiments": lambda: parsed} if parsed else {}))
+
+
+def test_a_batch_shares_one_embedding_call_one_milvus_search_and_one_document_read():
+    embed_calls, search_calls, reads = [], [], []
+    requests = [request(query=q) for q in ("one", "two", "three")] + [request(query="x", top_k=0)]
+    outcomes = batch_searcher(embed_calls, search_calls, reads).search_many(requests)
+    assert embed_calls == [("text_embed", "TEXT", ["one", "two", "three"])]
+    assert [(call["nq"], call["limit"]) for call in search_calls] == [(3, 11)]
+    assert reads == [("docs", ["a", "b"])]
+    assert isinstance(outcomes[3], SearchError) and "TOP_K must be between 1 and 100" in str(outcomes[3])
+    for query, outcome in zip(("one", "two", "three"), outcomes, strict=False):
+        alone = batch_searcher([], [], []).search(request(query=query))
+        assert (outcome["query"], outcome["hits"]) == (query, alone["hits"])
+        assert outcome["experiments"] == alone["experiments"]
+
+
+def test_requests_that_cannot_share_a_call_are_grouped():
+    config = "scenes: {docs: {layers: {match: [{name: deep, params: {depth: 20}}]}}}"
+    embed_calls, search_calls, reads = [], [], []
+    requests = [request(query="a"), request(query="b", top_k=5), request(collection="photos", query="c"),
+                request(collection="photos", query="", image=b"\x89PNG"),
+                request(query="d", params={"filter": "category == 1"})]
+    outcomes = batch_searcher(embed_calls, search_calls, reads, config).search_many(requests)
+    assert all(isinstance(outcome, dict) for outcome in outcomes)
+    assert sorted((model, len(payloads)) for model, _, payloads in embed_calls) == [
+        ("clip_image_embed", 1), ("clip_text_embed", 1), ("text_embed", 3)]
+    # docs at depth 20, with and without the filter; photos at depth 10 (an image and a text query share it)
+    assert sorted((call["nq"], call["limit"], call["filter"]) for call in search_calls) == [
+        (1, 21, "category == 1"), (2, 11, ""), (2, 21, "")]
+    assert sorted(collection for collection, _ in reads) == ["docs", "photos"]
+
+
+def test_an_unreadable_image_fails_only_its_own_request():
+    embed_calls = []
+    requests = [request(collection="photos", query="", image=b"broken"),
+                request(collection="photos", query="", image=b"\x89PNG")]
+    broken, fine = batch_searcher(embed_calls, [], []).search_many(requests)
+    assert isinstance(broken, SearchError) and "not an image" in str(broken)
+    assert [hit["id"] for hit in fine["hits"]] == ["a", "b"]
+    assert embed_calls == [("clip_image_embed", "IMAGE", [b"\x89PNG"])]  # the batch failed, then one by one
+
+
+def test_a_tie_across_the_cut_asks_that_query_again_deeper():
+    hits = [("top", 0.9, [1, 0])] + [(f"t{i:02d}", 0.5, [1, 0]) for i in range(30, 0, -1)]
+    calls = []
+    result = make_searcher(hits=hits, docs={}, calls=calls).search(request(top_k=3))
+    assert [h["id"] for h in result["hits"]] == ["top", "t01", "t02"]  # all 30 ties seen, the lowest ids kept
+    assert [call["limit"] for call in calls] == [4, 16, 40]

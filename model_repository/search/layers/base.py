@@ -2,13 +2,14 @@
 
 A request travels as a `Query` through the layers in `LAYERS` order. First every layer's
 `prepare` runs: cheap checks and decisions that need no model or store (a bad filter costs
-nothing). Then every layer's `run` takes its step. `run` gets a list of queries so that a
-layer may serve several requests with one model or store call.
+nothing). Then every layer's `run` takes its step for all the requests Triton handed over
+together: one model or store call serves every request that can share it, and the results
+are split back, so a request gets the same answer alone or in a batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -16,11 +17,11 @@ import numpy as np
 
 from mmsearch.model_repository.contract import CollectionInfo
 from mmsearch.model_repository.search.experiments import Arm, Scene
-from mmsearch.model_repository.search.request import SearchRequest
-from mmsearch.stores import Hit
+from mmsearch.model_repository.search.request import SearchError, SearchRequest
+from mmsearch.stores import DocumentStore, Hit
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: each request is its own
 class Query:
     """One request on its way through the layers. Each request has its own: nothing here is shared."""
 
@@ -40,9 +41,29 @@ class Query:
     documents: dict[str, dict] = field(default_factory=dict)  # fetched so far, by id
     ranked: list[tuple[str, float]] = field(default_factory=list)  # rank: (id, score), top_k at most
     debug: dict = field(default_factory=dict)  # how the answer was made (PARAMS debug)
+    error: SearchError | None = None  # set when this request failed; the others in its batch go on
 
     def params(self, layer: str) -> Mapping:
         return self.arms[layer].params
+
+
+def grouped(queries: Sequence[Query], key: Callable[[Query], Hashable]) -> dict[Hashable, list[Query]]:
+    """Queries that one model or store call can serve together, in their order."""
+    groups: dict[Hashable, list[Query]] = {}
+    for query in queries:
+        groups.setdefault(key(query), []).append(query)
+    return groups
+
+
+def fetch_documents(documents: Callable[[], DocumentStore], wanted: dict[Query, list[str]]) -> None:
+    """One document-store read per collection for the union of the ids the queries want."""
+    for collection, queries in grouped(list(wanted), lambda query: query.request.collection).items():
+        ids = sorted({doc_id for query in queries for doc_id in wanted[query] if doc_id not in query.documents})
+        if not ids:
+            continue
+        found = documents().get_many(collection, ids)
+        for query in queries:
+            query.documents.update((doc_id, found[doc_id]) for doc_id in wanted[query] if doc_id in found)
 
 
 class Layer:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
+
+import numpy as np
 
 from mmsearch.model_repository.search.experiments import Arm
 from mmsearch.model_repository.search.filters import FilterError, combine, compile_filter
-from mmsearch.model_repository.search.layers.base import Layer, Query
+from mmsearch.model_repository.search.layers.base import Layer, Query, grouped
 from mmsearch.model_repository.search.request import SearchError
-from mmsearch.stores import VectorStore
+from mmsearch.stores import CONSISTENCY_LEVELS, DEFAULT_CONSISTENCY, Hit, VectorStore
 
 MAX_DEPTH = 2000
-CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")  # Milvus's own
-DEFAULT_CONSISTENCY = "Strong"
-TIE_MARGIN = 8  # extra candidates fetched so that ties at the cut are resolved by id
+TIE_MARGIN = 8  # how much deeper a query whose ties cross the cut is asked again
 TIE_DECIMALS = 5  # scores equal to this many decimals are ties (batching noise is ~1e-7)
 
 
@@ -49,14 +50,38 @@ class Match(Layer):
         query.debug.update(filter=query.expression, depth=query.depth)
 
     def run(self, queries: Sequence[Query]) -> None:
-        for query in queries:
+        """One Milvus search (nq = the group's size) per collection, filter and search settings."""
+        for group in grouped(queries, self.call_key).values():
+            params = group[0].params(self.name)
+            rows = self.vectors().search_many(
+                group[0].request.collection, np.stack([query.vector for query in group]), limit=group[0].depth + 1,
+                filter=group[0].expression, search_params=params.get("search_params"),
+                with_vectors=group[0].wants_vectors, consistency=params.get("consistency", DEFAULT_CONSISTENCY))
+            for query, hits in zip(group, rows, strict=True):
+                query.hits = self.cut(query, hits)
+                query.debug["candidates"] = len(query.hits)
+
+    def call_key(self, query: Query) -> tuple:
+        params = query.params(self.name)
+        return (query.request.collection, query.expression, json.dumps(params.get("search_params"), sort_keys=True),
+                params.get("consistency", DEFAULT_CONSISTENCY), query.wants_vectors, query.depth)
+
+    def cut(self, query: Query, hits: list[Hit]) -> list[Hit]:
+        """The best `depth` hits, ties at the cut broken by id.
+
+        Duplicate documents tie exactly, and which of them Milvus returns first (or at all, at
+        the cut) depends on float noise from batching. One hit past the cut shows whether a tie
+        crosses it; only then is this query asked again, deeper, until the tie is inside.
+        """
+        limit = query.depth + 1
+        while len(hits) == limit and tied(hits[query.depth - 1], hits[-1]) and limit < MAX_DEPTH + TIE_MARGIN:
+            limit = min(2 * limit + TIE_MARGIN, MAX_DEPTH + TIE_MARGIN)
             params = query.params(self.name)
-            hits = self.vectors().search(query.request.collection, query.vector, limit=query.depth + TIE_MARGIN,
-                                         filter=query.expression, search_params=params.get("search_params"),
-                                         with_vectors=query.wants_vectors,
+            hits = self.vectors().search(query.request.collection, query.vector, limit=limit, filter=query.expression,
+                                         search_params=params.get("search_params"), with_vectors=query.wants_vectors,
                                          consistency=params.get("consistency", DEFAULT_CONSISTENCY))
-            # Duplicate documents tie exactly, and which of them Milvus returns first (or at all, at
-            # the cut) depends on float noise from dynamic batching. Ordering ties by id makes the
-            # same request give the same answer, alone or under load.
-            query.hits = sorted(hits, key=lambda hit: (-round(hit.score, TIE_DECIMALS), hit.id))[:query.depth]
-            query.debug["candidates"] = len(query.hits)
+        return sorted(hits, key=lambda hit: (-round(hit.score, TIE_DECIMALS), hit.id))[: query.depth]
+
+
+def tied(a: Hit, b: Hit) -> bool:
+    return round(a.score, TIE_DECIMALS) == round(b.score, TIE_DECIMALS)

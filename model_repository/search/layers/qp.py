@@ -1,4 +1,4 @@
-"""qp, query processing: pick the query tower and shape the text, then embed the query."""
+"""qp, query processing: pick the query tower and shape the text, then embed the queries."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import numpy as np
 
 from mmsearch.model_repository.contract import IMAGE, TEXT
 from mmsearch.model_repository.search.experiments import Arm
-from mmsearch.model_repository.search.layers.base import Layer, Query
+from mmsearch.model_repository.search.layers.base import Layer, Query, grouped
 from mmsearch.model_repository.search.request import SearchError
 
-# (model name, input tensor name TEXT|IMAGE, payload) -> unit vector
-Embedder = Callable[[str, str, "str | bytes"], np.ndarray]
+# (model name, input tensor name TEXT|IMAGE, payloads) -> unit vectors, one row per payload
+Embedder = Callable[[str, str, Sequence["str | bytes"]], np.ndarray]
 
 
 class QueryProcessing(Layer):
@@ -41,11 +41,31 @@ class QueryProcessing(Layer):
         query.model = override if override and request.modality == "text" else models[request.modality]
         query.debug["query_model"] = query.model
 
+    def payload(self, query: Query) -> str | bytes:
+        if query.request.image is not None:
+            return query.request.image
+        params = query.params(self.name)
+        text = query.request.query.lower() if params.get("lowercase") else query.request.query
+        return params.get("prefix", "") + text
+
     def run(self, queries: Sequence[Query]) -> None:
-        for query in queries:
-            if query.request.image is not None:
-                query.vector = self.embed(query.model, IMAGE, query.request.image)
-                continue
-            params = query.params(self.name)
-            text = query.request.query.lower() if params.get("lowercase") else query.request.query
-            query.vector = self.embed(query.model, TEXT, params.get("prefix", "") + text)
+        """One embedding call per model and input kind for the whole batch."""
+        kinds = grouped(queries, lambda query: (query.model, IMAGE if query.request.image is not None else TEXT))
+        for (model, input_name), group in kinds.items():
+            try:
+                vectors = self.embed(model, input_name, [self.payload(query) for query in group])
+            except SearchError as exc:
+                # One bad input (an unreadable image) fails the call: embed one by one so that
+                # only its own request fails.
+                vectors = [exc] if len(group) == 1 else [self._embed_one(model, input_name, q) for q in group]
+            for query, vector in zip(group, vectors, strict=True):
+                if isinstance(vector, SearchError):
+                    query.error = vector
+                else:
+                    query.vector = vector
+
+    def _embed_one(self, model: str, input_name: str, query: Query) -> np.ndarray | SearchError:
+        try:
+            return self.embed(model, input_name, [self.payload(query)])[0]
+        except SearchError as exc:
+            return exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from mmsearch.model_repository.search.experiments import Arm
-from mmsearch.model_repository.search.layers.base import Layer, Query
+from mmsearch.model_repository.search.layers.base import Layer, Query, fetch_documents
 from mmsearch.model_repository.search.rankers import RANKER_PARAMS, RANKERS, Candidate, rank
 from mmsearch.stores import DocumentStore
 
@@ -38,9 +38,8 @@ class Rank(Layer):
         query.debug.update(ranker=query.ranker, rank_params=query.rank_params)
 
     def run(self, queries: Sequence[Query]) -> None:
+        fetch_documents(self.documents, {q: [hit.id for hit in q.hits] for q in queries if q.wants_text})
         for query in queries:
-            if query.wants_text:
-                query.documents.update(self.documents().get_many(query.request.collection, [h.id for h in query.hits]))
             text_field = query.params(self.name).get("text_field") or query.info.text_field
             candidates = [
                 Candidate(hit.id, hit.score, hit.vector, str((query.documents.get(hit.id) or {}).get(text_field, "")))

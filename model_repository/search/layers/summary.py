@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from mmsearch.model_repository.search.experiments import Arm
-from mmsearch.model_repository.search.layers.base import Layer, Query
+from mmsearch.model_repository.search.layers.base import Layer, Query, fetch_documents
 from mmsearch.stores import DocumentStore
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,8 @@ class Summary(Layer):
             raise ValueError("fields must be a list of field names")
 
     def run(self, queries: Sequence[Query]) -> None:
+        fetch_documents(self.documents, {query: [doc_id for doc_id, _ in query.ranked] for query in queries})
         for query in queries:
-            missing = [doc_id for doc_id, _ in query.ranked if doc_id not in query.documents]
-            if missing:
-                query.documents.update(self.documents().get_many(query.request.collection, missing))
             absent = [doc_id for doc_id, _ in query.ranked if doc_id not in query.documents]
             if absent:
                 log.warning("collection %s: %d hits have no document in the document store",
