@@ -259,12 +259,13 @@ def ui(port, address, url, protocol) -> None:
               "(per process, Triton's model statistics, py-spy of the search stubs).")
 @click.option("--scale", type=click.IntRange(1), help="Instead: N random vectors: recall, latency, memory.")
 @click.option("--store", type=click.Choice(["server", "lite"]),
-              help="With --scale or --profile: milvus-server or Milvus Lite [default: server for --scale, lite for "
-              "--profile].")
+              help="With --scale or --profile: milvus-server or Milvus Lite [default: server / lite].")
 @click.option("--index-type", "index_types", type=click.Choice(["FLAT", "IVF_FLAT", "HNSW"]), multiple=True,
               help="With --scale, repeatable [default: IVF_FLAT and HNSW on a server, FLAT in Milvus Lite].")
+@click.option("--vectors", type=click.Choice(["fitted", "uniform"]), default="fitted", show_default=True,
+              help="With --scale: drawn like real embeddings (a fitted Gaussian), or uniform (the worst case).")
 def bench(repository, data_dir, seconds, levels, out, milvus_server, mongo_uri, profile, scale, store,
-          index_types) -> None:
+          index_types, vectors) -> None:
     """Measure Triton search against raw onnxruntime and two services without Triton, in one run.
 
     \b
@@ -277,7 +278,7 @@ def bench(repository, data_dir, seconds, levels, out, milvus_server, mongo_uri, 
 
     repository = Path(repository) if repository else StoreSettings.resolve(data_dir).data_dir / "repository"
     options = BenchOptions(repository, seconds, levels, milvus_server=milvus_server, mongo_uri=mongo_uri, out=Path(out),
-                           scale=scale, store=store, index_types=index_types, profile=profile)
+                           scale=scale, store=store, index_types=index_types, profile=profile, vectors=vectors)
     markdown = bench(options, ("mmsearch bench " + " ".join(sys.argv[2:])).strip(),
                      progress=lambda message: click.echo(f"bench: {message}", err=True))
     click.echo(markdown.read_text())

@@ -106,8 +106,12 @@ class SearchClient:
             return int(config.config.output[0].dims[0])
         return int(config["output"][0]["dims"][0])
 
-    def embed_texts(self, texts: Sequence[str], model: str = TEXT_TOWER.embed) -> np.ndarray:
-        """Unit vectors for a batch of texts, through the same ensemble the server uses for queries."""
+    def embed_texts(self, texts: Sequence[str], model: str = TEXT_TOWER.embed, batch_size: int = 32) -> np.ndarray:
+        """Unit vectors for texts, through the same ensemble the server uses for queries; sent
+        `batch_size` at a time (the ensembles take 64 at most)."""
+        if len(texts) > batch_size:
+            return np.concatenate([self.embed_texts(texts[i:i + batch_size], model, batch_size)
+                                   for i in range(0, len(texts), batch_size)])
         inputs = [_bytes_input(self._module, TEXT, [t.encode("utf-8") for t in texts], (len(texts), 1))]
         return self._infer(model, inputs, [EMBEDDING]).as_numpy(EMBEDDING)
 

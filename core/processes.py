@@ -17,6 +17,8 @@ from pathlib import Path
 
 from mmsearch.errors import MmsearchError
 
+LOG_TAIL_LINES = 15  # of a child that died while starting, shown in the error
+
 
 class ServerError(MmsearchError):
     """A server process could not be started, or did not become ready."""
@@ -108,7 +110,9 @@ def wait_for(check, process: ManagedProcess, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not process.alive():
-            raise ServerError(f"{what} exited with code {process.process.returncode}")
+            tail = "\n".join(process.log_text().strip().splitlines()[-LOG_TAIL_LINES:])
+            raise ServerError(f"{what} exited with code {process.process.returncode} (log: {process.log_path})"
+                              + (f"; it ended with:\n{tail}" if tail else ""))
         if check():
             return
         time.sleep(0.2)

@@ -23,6 +23,7 @@ from mmsearch.milvus_servers import start_milvus_lite
 from mmsearch.model_repository.contract import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT
 from mmsearch.processes import ManagedProcess, ServerError, check_port_free, http_answers, run_until_signalled, wait_for
 from mmsearch.settings import ENV_EXPERIMENTS, StoreSettings
+from mmsearch.stores import StoreError, lite_size_warnings
 
 TRITON_START_S = 300.0
 
@@ -168,6 +169,12 @@ def serve(repository: Path, settings: StoreSettings, ports: Ports, experiments: 
     print(f"starting tritonserver on {server.repository} (log: {server.log_path})", flush=True)
     server.start()
     try:
+        try:
+            warnings = lite_size_warnings(settings)
+        except StoreError as exc:  # a size check must never stop a server that is up
+            warnings = [f"could not read the collections' sizes: {exc}"]
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
         print(f"mmsearch serve: ready on HTTP localhost:{ports.http}, gRPC localhost:{ports.grpc}, "
               f"metrics localhost:{ports.metrics} (vectors: {settings.milvus_uri}; "
               f"documents: {settings.mongo_uri or settings.sqlite_path})", flush=True)

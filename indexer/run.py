@@ -10,7 +10,7 @@ from mmsearch.indexer import images, text
 from mmsearch.indexer.pipeline import IndexOptions, IndexReport, index_documents
 from mmsearch.model_repository.contract import DOCUMENT_MODELS, CollectionInfo
 from mmsearch.settings import StoreSettings
-from mmsearch.stores import VectorStore, open_document_store
+from mmsearch.stores import VectorStore, lite_size_warning, open_document_store
 
 # Each modality reads its input (read_documents) and embeds a batch (embedder) its own way.
 READERS = {"text": text, "image": images}
@@ -34,4 +34,6 @@ def run_index(client: SearchClient, settings: StoreSettings, input_path: Path, o
     for where, reason in report.skipped:
         location = f"{input_path}:{where}" if isinstance(where, int) else where
         print(f"warning: {location}: {reason} (skipped)", file=sys.stderr)
+    if warning := lite_size_warning(settings, options.collection, report.collection_size):
+        print(f"warning: {warning}", file=sys.stderr)
     return report

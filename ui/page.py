@@ -57,9 +57,9 @@ def server_message(error: ClientError) -> str:
     return re.sub(r"\[StatusCode\.\w+\]\s*", "", str(error))
 
 
-# Every widget change reruns the page; the catalog counts each collection in Milvus (on a
-# server, a Strong read waits for the time tick), so the status is read again at most every
-# STATUS_TTL_S seconds, or at once on Refresh.
+# Every widget change reruns the page; the catalog counts each collection in Milvus (in Milvus
+# Lite, a scan in Python), so the status is read again at most every STATUS_TTL_S seconds, or
+# at once on Refresh.
 @st.cache_data(ttl=STATUS_TTL_S, show_spinner=False)
 def read_status(url: str, protocol: str) -> ServerStatus:
     status = ServerStatus(url, protocol)

@@ -25,6 +25,7 @@ def make_app(repository: Path, vectors, documents, cores: int):
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse, PlainTextResponse
     from starlette.routing import Route
+    from transformers import AutoTokenizer  # noqa: F401 -- transformers' lazy import, done once before threads race on it
 
     from mmsearch.client.bench.raw import raw_encoder
 

@@ -42,6 +42,7 @@ class BenchOptions:
     scale: int | None = None  # instead: search over this many random vectors
     store: str | None = None  # milvus-server or Milvus Lite; default: a server with scale, Milvus Lite with profile
     index_types: tuple[str, ...] = ()  # with scale; default IVF_FLAT and HNSW on a server, FLAT in Milvus Lite
+    vectors: str = "fitted"  # with scale: fitted to real embeddings, or uniform on the sphere
     profile: bool = False  # instead: where the CPU of a search goes, at the top concurrency
 
 
@@ -75,20 +76,25 @@ def bench(options: BenchOptions, command: str, progress: Progress = print) -> Pa
     if options.scale:
         store = options.store or "server"
         index_types = options.index_types or (("IVF_FLAT", "HNSW") if store == "server" else ("FLAT",))
+        queries, fit_texts = scale_texts()
         rows, report = run_scale(options.repository, options.scale, store, index_types, options.seconds,
-                                 options.levels, scale_queries(), options.milvus_server, progress)
+                                 options.levels, queries, fit_texts if options.vectors == "fitted" else (),
+                                 options.milvus_server, progress)
         return write_report(rows, options.out, command, top, asdict(report) | {"insert_rate": report.insert_rate},
                             name="bench-scale", section=scale_markdown(report))[0]
     return write_report(run_bench(options, progress), options.out, command, top)[0]
 
 
-def scale_queries() -> list[str]:
-    """200 real queries: the FAQ headings, then chatterbot questions."""
+def scale_texts() -> tuple[list[str], list[str]]:
+    """200 real queries (the FAQ headings, then chatterbot questions), and the texts whose
+    embeddings the synthetic vectors are fitted to (the chatterbot and FAQ answers)."""
     from mmsearch.client.bench.scale import RECALL_QUERIES
     from mmsearch.indexer.datasets import chatterbot_english
 
-    faq = Workload.load().queries
-    return (faq + [d["question"] for d in chatterbot_english()])[:RECALL_QUERIES]
+    workload, chat = Workload.load(), chatterbot_english()
+    queries = (workload.queries + [d["question"] for d in chat])[:RECALL_QUERIES]
+    unique = workload.documents[: len(workload.documents) // INDEX_COPIES]
+    return queries, [d["answer"] for d in chat] + [d["answer"] for d in unique]
 
 
 def write_profile(options: BenchOptions, command: str, progress: Progress) -> Path:

@@ -112,3 +112,42 @@ def test_a_small_scale_run_reports_recall_latency_memory_and_the_vector_count(ex
     assert labels == ["(scale) search top-10, 20,000 × 384 in Milvus Lite (FLAT), flat c=1"]
     assert all(0 < row["p50_ms"] <= row["p99_ms"] for row in report["rows"])
     assert "| FLAT | exact |" in (out / "bench-scale.md").read_text()
+
+
+def test_histogram_quantiles_interpolate_within_a_bucket():
+    from collections import Counter
+
+    from mmsearch.client.bench.triton_stats import quantile
+
+    histogram = Counter({"le=1": 10, "le=2": 50, "le=5": 99, "le=10": 100, "le=+Inf": 100, "count": 100})
+    assert quantile(histogram, 0.5) == 2.0 and quantile(histogram, 0.99) == 5.0
+    assert quantile(histogram, 0.995) == pytest.approx(7.5)
+    assert quantile(Counter(), 0.5) is None
+
+
+def test_py_spy_stacks_become_inclusive_and_self_shares():
+    from mmsearch.client.bench.profile import top_functions
+
+    stacks = ["main (/x/app.py:1);search (/x/store.py:9);decode (/x/json.py:3) 3",
+              "main (/x/app.py:1);embed (e.py:2) 1"]
+    functions, samples = top_functions(stacks)
+    assert samples == 4 and functions[0] == ("main (app.py:1)", 100.0, 0.0)
+    assert {name: (inclusive, own) for name, inclusive, own in functions[1:]} == {
+        "search (store.py:9)": (75.0, 0.0), "decode (json.py:3)": (75.0, 75.0), "embed (e.py:2)": (25.0, 25.0)}
+
+
+@pytest.mark.integration
+def test_a_short_profile_accounts_for_every_process_of_a_search(exported_repository, tmp_path, cli):
+    out = tmp_path / "out"
+    result = cli("bench", "--repository", str(exported_repository), "--profile", "--seconds", "1",
+                 "--concurrency", "2", "--out", str(out), timeout=600)
+    profile = json.loads((out / "profile.json").read_text())
+    assert profile["searches"] > 0 and profile["concurrency"] == 2
+    for role in ("tritonserver", "python stub: search", "python stub: text_encoder", "Milvus Lite server",
+                 "perf_analyzer (the client)"):
+        assert profile["cpu_ms"][role] > 0, role
+    assert profile["models"]["search"]["requests_per_search"] == 1.0
+    assert profile["models"]["text_embed"]["requests_per_search"] == pytest.approx(1.0, abs=0.05)
+    samples, functions = profile["sampled"]["the `search` stubs"]
+    assert samples > 0 and any("Searcher.search_many" in f[0] for f in functions)
+    assert "| **total** |" in (out / "profile.md").read_text() and "profile.md" in result.stdout

@@ -153,3 +153,30 @@ def test_collections_are_searchable_after_milvus_lite_restarts(tmp_path):
             store.close()
         finally:
             stop_process_group(process, 30)
+
+
+class FakeClient:
+    """What run_index asks of Triton: the embedding width, and embeddings (deterministic)."""
+
+    def embedding_dim(self, model):
+        return DIM
+
+    def embed_texts(self, texts, model):
+        return fake_embed(texts)
+
+
+def test_a_lite_collection_past_its_usable_size_is_warned_about(tmp_path, monkeypatch, capsys):
+    from mmsearch import stores
+    from mmsearch.indexer.run import run_index
+
+    monkeypatch.setattr(stores, "LITE_USABLE_VECTORS", 5)
+    path = write_lines(tmp_path / "c.jsonl", [{"id": f"d{i}", "text": f"document {i}"} for i in range(8)])
+    settings = StoreSettings.resolve(tmp_path / "data")
+    assert run_index(FakeClient(), settings, path, IndexOptions("c"), progress=False).collection_size == 8
+    warning = capsys.readouterr().err
+    assert "warning: collection 'c' holds 8 vectors in Milvus Lite" in warning and "--milvus-uri http://" in warning
+    assert stores.lite_size_warnings(settings) == [warning.strip().removeprefix("warning: ")]  # what serve prints
+    server = StoreSettings.resolve(tmp_path / "data", "http://milvus:19530")
+    assert stores.lite_size_warning(server, "c", 10**9) is None  # a Milvus server copes
+    monkeypatch.setattr(stores, "LITE_USABLE_VECTORS", 8)
+    assert stores.lite_size_warnings(settings) == []
