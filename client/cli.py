@@ -8,6 +8,7 @@ A failure the project expects (an MmsearchError) is printed as one line on stder
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -44,10 +45,19 @@ def client_options(fn):
 
 
 def port_options(fn):
-    fn = click.option("--metrics-port", default=contract.DEFAULT_METRICS_PORT, show_default=True, type=int)(fn)
-    fn = click.option("--grpc-port", default=contract.DEFAULT_GRPC_PORT, show_default=True, type=int)(fn)
-    fn = click.option("--http-port", default=contract.DEFAULT_HTTP_PORT, show_default=True, type=int)(fn)
-    return fn
+    """Where Triton listens, handed to the command as one `ports` (a tritonserver.Ports)."""
+    @functools.wraps(fn)
+    def command(*args, host, http_port, grpc_port, metrics_port, **kwargs):
+        from mmsearch.tritonserver import Ports
+
+        return fn(*args, ports=Ports(http_port, grpc_port, metrics_port, host), **kwargs)
+
+    for flag, port in (("--metrics-port", contract.DEFAULT_METRICS_PORT), ("--grpc-port", contract.DEFAULT_GRPC_PORT),
+                       ("--http-port", contract.DEFAULT_HTTP_PORT)):
+        command = click.option(flag, default=port, show_default=True, type=int)(command)
+    return click.option("--host", default=contract.DEFAULT_HOST, show_default=True,
+                        help="Address Triton binds to; 0.0.0.0 exposes its unauthenticated API to the network "
+                        "(README: Exposing Triton).")(command)
 
 
 def experiment_arms(ctx, param, specs) -> list[dict[str, str]]:
@@ -116,12 +126,11 @@ def export(text_model, clip_model, clip_text_model, repository, backend, device,
               f"[env {env.ENV_EXPERIMENTS}].")
 @port_options
 @store_options
-def serve(repository, experiments, http_port, grpc_port, metrics_port, milvus_uri, mongo_uri, data_dir) -> None:
+def serve(repository, experiments, ports, milvus_uri, mongo_uri, data_dir) -> None:
     """Run Triton on a model repository in the foreground (Ctrl-C or SIGTERM stops it)."""
-    from mmsearch.tritonserver import Ports, serve
+    from mmsearch.tritonserver import serve
 
-    settings = StoreSettings.resolve(data_dir, milvus_uri, mongo_uri)
-    serve(Path(repository), settings, Ports(http_port, grpc_port, metrics_port), experiments)
+    serve(Path(repository), StoreSettings.resolve(data_dir, milvus_uri, mongo_uri), ports, experiments)
 
 
 @cli.command()
@@ -219,16 +228,13 @@ def evaluate_command(queries, collection, experiments, as_json, url, protocol) -
               help="Port of the search page (0: no page).")
 @click.option("--exit", "exit_after", is_flag=True,
               help="Stop the server after the example searches instead of keeping it up.")
-def demo(http_port, grpc_port, metrics_port, milvus_uri, mongo_uri, data_dir, repository, clip_model, ui_port,
-         exit_after) -> None:
+def demo(ports, milvus_uri, mongo_uri, data_dir, repository, clip_model, ui_port, exit_after) -> None:
     """Export the models, start Triton, index a Q&A corpus (and photos, with CLIP), search them
     and open the search page."""
     from mmsearch.client.demo import DemoOptions, run_demo
-    from mmsearch.tritonserver import Ports
 
     settings = StoreSettings.resolve(data_dir, milvus_uri, mongo_uri)
-    run_demo(DemoOptions(settings, Ports(http_port, grpc_port, metrics_port), Path(repository) if repository else None,
-                         clip_model, ui_port, exit_after))
+    run_demo(DemoOptions(settings, ports, Path(repository) if repository else None, clip_model, ui_port, exit_after))
 
 
 @cli.command()

@@ -21,12 +21,23 @@ class JsonLinesError(MmsearchError):
     """The file cannot be read, or (under on_error="fail") one of its lines is invalid."""
 
 
-def parse_object(line: str) -> dict:
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not a JSON value (JSON numbers are finite)")
+
+
+def parse_object(line: str | bytes) -> dict:
     """One line as a JSON object; the ValueError says what is wrong with it."""
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"not UTF-8 text (byte 0x{line[exc.start]:02x} at column {exc.start + 1})") from None
     try:
-        record = json.loads(line)
-    except ValueError as exc:
+        record = json.loads(line, parse_constant=_not_json)
+    except json.JSONDecodeError as exc:
         raise ValueError(f"invalid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
     if not isinstance(record, dict):
         raise ValueError("not a JSON object")
     return record
@@ -46,7 +57,7 @@ def read_jsonl(path: str | Path, parse: Callable[[dict], dict] = lambda record: 
     With `key`, the last line of each key wins and records keep the order of the winning lines."""
     out, by_key = JsonLines(), {}
     try:
-        handle = open(path, encoding="utf-8")  # noqa: SIM115 -- the with below closes it
+        handle = open(path, "rb")  # noqa: SIM115 -- the with below closes it; lines decoded one by one
     except OSError as exc:
         raise JsonLinesError(f"cannot read {path}: {exc.strerror}") from None
     with handle:

@@ -9,6 +9,7 @@ instead of opening the same files a second time.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,19 +22,21 @@ MILVUS_SERVER_START_S = 180
 MILVUS_LITE_START_S = 60
 
 
-def start_milvus_lite(settings: StoreSettings) -> ManagedProcess:
-    """Milvus Lite as a gRPC server over the embedded database; records where it listens."""
-    running = settings.connect_uri()
-    if running != settings.milvus_uri:
-        raise ServerError(f"{settings.milvus_uri} is already served at {running} by another `mmsearch serve`")
-    port = free_port()
+def start_milvus_lite(settings: StoreSettings, port: int | None = None) -> ManagedProcess:
+    """Milvus Lite as a gRPC server over the embedded database; records where it listens and
+    which process owns it (this one). `port`: a restart, on the port clients already use."""
+    if port is None:
+        running = settings.connect_uri()
+        if running != settings.milvus_uri:
+            raise ServerError(f"{settings.milvus_uri} is already served at {running} by another `mmsearch serve`")
+        port = free_port()
     Path(settings.milvus_uri).parent.mkdir(parents=True, exist_ok=True)
     args = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", settings.milvus_uri,
             "--host", "127.0.0.1", "--port", str(port)]
     process = start_ready("Milvus Lite server", args, settings.data_dir / "logs" / "milvus-lite.log",
                           lambda: port_is_open("127.0.0.1", port), MILVUS_LITE_START_S)
     endpoint = {"uri": f"http://127.0.0.1:{port}", "host": "127.0.0.1", "port": port,
-                "path": str(Path(settings.milvus_uri).resolve()), "pid": process.process.pid}
+                "path": str(Path(settings.milvus_uri).resolve()), "pid": process.process.pid, "owner": os.getpid()}
     settings.lite_endpoint_file.write_text(json.dumps(endpoint))
     return process
 

@@ -24,6 +24,20 @@ class ServerError(MmsearchError):
     """A server process could not be started, or did not become ready."""
 
 
+def pid_alive(pid) -> bool:
+    """Whether a process with this id exists (ours or not); False for None or garbage."""
+    try:
+        pid = int(pid)
+        if pid <= 0:
+            return False
+        os.kill(pid, 0)
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def port_is_open(host: str, port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmsearch.processes import port_is_open
+from mmsearch.errors import MmsearchError
+from mmsearch.processes import pid_alive, port_is_open
 
 ENV_MILVUS_URI = "MMSEARCH_MILVUS_URI"
 ENV_MONGO_URI = "MMSEARCH_MONGO_URI"
@@ -25,6 +27,15 @@ DEFAULT_DATA_DIR = ".mmsearch"
 # that a separate `mmsearch index` talks to that process instead of opening the same
 # files a second time (Milvus Lite is single-process).
 LITE_ENDPOINT_FILE = "milvus-lite.json"
+LITE_RESTART_WAIT_S = 30.0  # how long a client waits for serve to restart its Milvus Lite server
+
+
+class DataDirError(MmsearchError):
+    """The data dir cannot be created or written."""
+
+
+class LiteServerDown(MmsearchError):
+    """The embedded database belongs to a running `mmsearch serve` whose Milvus Lite server is down."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,17 @@ class StoreSettings:
     def lite_endpoint_file(self) -> Path:
         return self.data_dir / LITE_ENDPOINT_FILE
 
+    def require_writable(self) -> None:
+        """The data dir exists and takes writes (stores, logs, the Lite record), or a one-line error."""
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.data_dir / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise DataDirError(f"data dir {self.data_dir} is not writable ({exc.strerror}): pass --data-dir "
+                               f"(or {ENV_DATA_DIR}) a folder this user can write") from None
+
     def as_env(self, milvus_uri: str | None = None) -> dict[str, str]:
         env = {ENV_DATA_DIR: str(self.data_dir), ENV_MILVUS_URI: milvus_uri or self.milvus_uri}
         if self.mongo_uri:
@@ -74,16 +96,32 @@ class StoreSettings:
             return self.milvus_uri
         endpoint = read_lite_endpoint(self.lite_endpoint_file)
         if endpoint and endpoint.get("path") == str(Path(self.milvus_uri).resolve()):
-            return endpoint["uri"]
+            if lite_answers(endpoint, LITE_RESTART_WAIT_S if pid_alive(endpoint.get("owner")) else 0):
+                return endpoint["uri"]
+            if pid_alive(endpoint.get("owner")):  # never a second writer on a database a serve owns
+                raise LiteServerDown(
+                    f"{self.milvus_uri} belongs to `mmsearch serve` (pid {endpoint['owner']}), whose Milvus Lite "
+                    f"server did not answer within {LITE_RESTART_WAIT_S:.0f} s; see {self.data_dir}/logs/"
+                    "milvus-lite.log, or stop that serve")
         Path(self.milvus_uri).parent.mkdir(parents=True, exist_ok=True)
         return self.milvus_uri
 
 
 def read_lite_endpoint(path: Path) -> dict | None:
-    """The endpoint record, or None if it is missing or its server is gone."""
+    """The endpoint record `serve` wrote, or None if there is none (or it is unreadable)."""
     try:
         endpoint = json.loads(path.read_text())
-        host, port = endpoint["host"], int(endpoint["port"])
+        endpoint["port"] = int(endpoint["port"])
+        return endpoint if isinstance(endpoint.get("uri"), str) and isinstance(endpoint.get("host"), str) else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return endpoint if port_is_open(host, port) else None
+
+
+def lite_answers(endpoint: dict, wait_s: float) -> bool:
+    """Whether the recorded server listens, waiting up to `wait_s` for a restart."""
+    deadline = time.monotonic() + wait_s
+    while not port_is_open(endpoint["host"], endpoint["port"]):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
+    return True

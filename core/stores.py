@@ -8,6 +8,8 @@ upserts, so indexing the same input twice leaves the same collection.
 from __future__ import annotations
 
 import json
+import math
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -16,8 +18,8 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from mmsearch.errors import MmsearchError
-from mmsearch.model_repository.contract import CollectionInfo
-from mmsearch.settings import StoreSettings
+from mmsearch.model_repository.contract import INT64_MAX, INT64_MIN, CollectionInfo
+from mmsearch.settings import LiteServerDown, StoreSettings
 
 FETCH_CHUNK = 100  # `$in` over 1,000 ids is ~6x slower than ten chunks of 100 on the wire server
 MAX_ID_LENGTH = 512
@@ -46,7 +48,31 @@ class Hit(NamedTuple):
 
 
 class StoreError(MmsearchError):
-    """A store could not be reached or refused the operation."""
+    """A store failed an operation."""
+
+
+class StoreUnavailable(StoreError):
+    """A store could not be reached (down, restarting, timing out): worth reconnecting and retrying."""
+
+
+class StoreRejected(StoreError):
+    """A store that is up refused the operation as invalid (a filter Milvus cannot run, a value
+    it cannot hold): the connection is fine, the request is not."""
+
+
+# pymilvus reports a dead server with its generic MilvusException; only the message tells.
+UNREACHABLE = re.compile(r"connect|unavailable|deadline|timed? ?out|closed channel", re.IGNORECASE)
+
+
+def milvus_failure(exc: BaseException) -> type[StoreError]:
+    import grpc
+    from pymilvus.exceptions import ConnectError, ConnectionNotExistException, MilvusUnavailableException
+
+    if isinstance(exc, (OSError, ConnectError, ConnectionNotExistException, MilvusUnavailableException)):
+        return StoreUnavailable
+    if isinstance(exc, grpc.RpcError):
+        return StoreRejected if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else StoreUnavailable
+    return StoreUnavailable if UNREACHABLE.search(str(exc)) else StoreRejected
 
 
 class UnknownCollection(MmsearchError, LookupError):
@@ -75,6 +101,26 @@ def scalar_fields(document: dict, skip: set[str]) -> dict:
     return fields
 
 
+def check_storable(document: dict) -> None:
+    """ValueError naming the field if a value no store can hold is anywhere in the document:
+    an integer beyond 64 bits, NaN or an infinity (neither is JSON)."""
+    def walk(value, where: str) -> None:
+        if isinstance(value, bool):
+            return
+        if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+            raise ValueError(f"field '{where}': integer {value} does not fit in 64 bits")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"field '{where}': {value} is not a finite number")
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, item in items:
+            walk(item, f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else key)
+
+    try:
+        walk(document, "")
+    except RecursionError:
+        raise ValueError("document nested too deeply") from None
+
+
 def _vendor_errors() -> tuple[type[BaseException], ...]:
     import grpc
     from pymilvus.exceptions import MilvusException
@@ -95,19 +141,24 @@ class VectorStore:
         try:
             self.client = MilvusClient(uri=uri, timeout=timeout)
         except Exception as exc:  # pymilvus raises several types for "cannot connect"
-            raise StoreError(f"cannot connect to Milvus at {uri}: {exc}") from exc
+            raise StoreUnavailable(f"cannot connect to Milvus at {uri}: {exc}") from exc
         self.uri = uri
         self._loaded: set[str] = set()
 
     @classmethod
     def open(cls, settings: StoreSettings) -> VectorStore:
-        return cls(settings.connect_uri())
+        try:
+            return cls(settings.connect_uri())
+        except LiteServerDown as exc:
+            raise StoreUnavailable(str(exc)) from None
 
     def _call(self, action: str, fn):
         try:
             return fn()
         except _vendor_errors() as exc:
-            raise StoreError(f"Milvus at {self.uri} failed to {action}: {exc.__class__.__name__}: {exc}") from exc
+            failure = milvus_failure(exc)
+            verb = "refused to" if failure is StoreRejected else "failed to"
+            raise failure(f"Milvus at {self.uri} {verb} {action}: {exc.__class__.__name__}: {exc}") from exc
 
     def close(self) -> None:
         # An idle client's keepalive pings make Milvus Lite's server send GOAWAY noise.
@@ -282,8 +333,9 @@ class SqliteDocumentStore:
     def _call(self, action: str, fn):
         try:
             return fn()
-        except sqlite3.Error as exc:
-            raise StoreError(f"document store {self.path} failed to {action}: {exc.__class__.__name__}: {exc}") from exc
+        except sqlite3.Error as exc:  # OperationalError: disk full, unreadable file, locked too long
+            failure = StoreUnavailable if isinstance(exc, sqlite3.OperationalError) else StoreError
+            raise failure(f"document store {self.path} failed to {action}: {exc.__class__.__name__}: {exc}") from exc
 
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -331,6 +383,23 @@ class SqliteDocumentStore:
             self._local.conn = None
 
 
+# MongoDB refuses `$`-prefixed field names in a replacement, so a re-index (an upsert) would
+# fail on a document whose first write succeeded. Such keys are stored behind a fullwidth
+# dollar sign; a key that starts with one gets a second, so reading back is exact.
+KEY_ESCAPE = "\uff04"
+
+
+def escape_keys(value, escape: bool = True):
+    """The document with `$`-prefixed keys escaped for MongoDB (or, escape=False, restored)."""
+    if isinstance(value, list):
+        return [escape_keys(item, escape) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if escape:
+        return {(KEY_ESCAPE + k if k.startswith(("$", KEY_ESCAPE)) else k): escape_keys(v) for k, v in value.items()}
+    return {(k[1:] if k.startswith(KEY_ESCAPE) else k): escape_keys(v, False) for k, v in value.items()}
+
+
 class MongoDocumentStore:
     """MongoDB (or any MongoDB-wire server): one MongoDB collection per search collection, `_id` = id."""
 
@@ -348,12 +417,14 @@ class MongoDocumentStore:
         try:
             return fn()
         except pymongo.errors.PyMongoError as exc:
-            raise StoreError(f"document store {self.uri} failed to {action}: {exc.__class__.__name__}: {exc}") from exc
+            failure = StoreUnavailable if isinstance(exc, pymongo.errors.ConnectionFailure) else StoreRejected
+            raise failure(f"document store {self.uri} failed to {action}: {exc.__class__.__name__}: {exc}") from exc
 
     def upsert(self, collection: str, documents: Sequence[dict]) -> int:
         from pymongo import ReplaceOne
 
-        ops = [ReplaceOne({"_id": str(doc["id"])}, {**doc, "_id": str(doc["id"])}, upsert=True) for doc in documents]
+        ops = [ReplaceOne({"_id": str(doc["id"])}, {**escape_keys(doc), "_id": str(doc["id"])}, upsert=True)
+               for doc in documents]
         if ops:
             self._call("write", lambda: self.db[collection].bulk_write(ops, ordered=False))
         return len(ops)
@@ -364,7 +435,7 @@ class MongoDocumentStore:
             for chunk in chunked(list(ids), FETCH_CHUNK):
                 for doc in self.db[collection].find({"_id": {"$in": list(chunk)}}):
                     doc.pop("_id", None)
-                    found[str(doc["id"])] = doc
+                    found[str(doc["id"])] = escape_keys(doc, escape=False)
             return found
 
         return self._call("read", read)
@@ -382,7 +453,7 @@ class MongoDocumentStore:
 def open_document_store(settings: StoreSettings) -> DocumentStore:
     if settings.mongo_uri:
         return MongoDocumentStore(settings.mongo_uri)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.require_writable()
     return SqliteDocumentStore(settings.sqlite_path)
 
 

@@ -16,16 +16,18 @@ import re
 import shutil
 import sys
 import sysconfig
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from mmsearch.milvus_servers import start_milvus_lite
-from mmsearch.model_repository.contract import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT
+from mmsearch.model_repository.contract import DEFAULT_GRPC_PORT, DEFAULT_HOST, DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT
 from mmsearch.processes import ManagedProcess, ServerError, check_port_free, http_answers, run_until_signalled, wait_for
 from mmsearch.settings import ENV_EXPERIMENTS, StoreSettings
 from mmsearch.stores import StoreError, lite_size_warnings
 
 TRITON_START_S = 300.0
+LITE_CHECK_S, LITE_RESTART_FIRST_S, LITE_RESTART_MAX_S = 1.0, 1.0, 30.0
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,9 @@ class Ports:
     http: int = DEFAULT_HTTP_PORT
     grpc: int = DEFAULT_GRPC_PORT
     metrics: int = DEFAULT_METRICS_PORT
+    # Triton's API is unauthenticated (POST /v2/logging, the repository index, configs, stats):
+    # this machine only unless the user chooses to expose it (README, Exposing Triton).
+    host: str = DEFAULT_HOST
 
 
 def pytriton_dir() -> Path:
@@ -97,6 +102,7 @@ class TritonServer:
         self.experiments = Path(experiments).resolve() if experiments else None
         self.triton: ManagedProcess | None = None
         self.milvus: ManagedProcess | None = None
+        self._stopping = threading.Event()
 
     @property
     def log_path(self) -> Path:
@@ -108,12 +114,15 @@ class TritonServer:
         for port, flag in ((self.ports.http, "--http-port"), (self.ports.grpc, "--grpc-port"),
                            (self.ports.metrics, "--metrics-port")):
             check_port_free(port, flag)
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.require_writable()
         try:
             milvus_uri = self.settings.milvus_uri
             if self.settings.embedded_milvus:
                 self.milvus = start_milvus_lite(self.settings)
-                milvus_uri = json.loads(self.settings.lite_endpoint_file.read_text())["uri"]
+                endpoint = json.loads(self.settings.lite_endpoint_file.read_text())
+                milvus_uri = endpoint["uri"]
+                threading.Thread(target=self._supervise_lite, args=(endpoint["port"],), name="milvus-lite-supervisor",
+                                 daemon=True).start()
             self.triton = ManagedProcess("tritonserver", self._command(), self.log_path,
                                          env=server_environment(self._model_env(milvus_uri)))
             try:
@@ -131,8 +140,11 @@ class TritonServer:
             str(pytriton_dir() / "tritonserver" / "bin" / "tritonserver"),
             f"--model-repository={self.repository}",
             f"--backend-directory={backends}",
+            f"--http-address={self.ports.host}",
             f"--http-port={self.ports.http}",
+            f"--grpc-address={self.ports.host}",
             f"--grpc-port={self.ports.grpc}",
+            f"--metrics-address={self.ports.host}",
             f"--metrics-port={self.ports.metrics}",
             "--allow-cpu-metrics=true",
         ]
@@ -147,7 +159,32 @@ class TritonServer:
     def ready(self) -> bool:
         return http_answers(f"http://127.0.0.1:{self.ports.http}/v2/health/ready")
 
+    def _supervise_lite(self, port: int) -> None:
+        """Restart the Milvus Lite server when it dies, on the same port (the python models
+        reconnect by themselves), with backoff; until then searches answer UNAVAILABLE."""
+        delay = LITE_RESTART_FIRST_S
+        while not self._stopping.wait(LITE_CHECK_S):
+            lite = self.milvus
+            if lite is None or lite.alive():
+                continue
+            print(f"warning: the Milvus Lite server exited with code {lite.process.returncode}; restarting it in "
+                  f"{delay:.0f} s (log: {lite.log_path})", file=sys.stderr, flush=True)
+            if self._stopping.wait(delay):
+                return
+            try:
+                self.milvus = start_milvus_lite(self.settings, port)
+                if self._stopping.is_set():  # stop() ran meanwhile: it must not outlive the server
+                    self.milvus.stop()
+                    return
+            except ServerError as exc:
+                print(f"warning: restarting Milvus Lite failed: {exc}", file=sys.stderr, flush=True)
+                delay = min(delay * 2, LITE_RESTART_MAX_S)
+                continue
+            print(f"Milvus Lite server restarted on port {port}", file=sys.stderr, flush=True)
+            delay = LITE_RESTART_FIRST_S
+
     def stop(self) -> None:
+        self._stopping.set()
         if self.triton:
             self.triton.stop()
             self.triton = None
@@ -175,8 +212,8 @@ def serve(repository: Path, settings: StoreSettings, ports: Ports, experiments: 
             warnings = [f"could not read the collections' sizes: {exc}"]
         for warning in warnings:
             print(f"warning: {warning}", file=sys.stderr, flush=True)
-        print(f"mmsearch serve: ready on HTTP localhost:{ports.http}, gRPC localhost:{ports.grpc}, "
-              f"metrics localhost:{ports.metrics} (vectors: {settings.milvus_uri}; "
+        print(f"mmsearch serve: ready on HTTP {ports.host}:{ports.http}, gRPC {ports.host}:{ports.grpc}, "
+              f"metrics {ports.host}:{ports.metrics} (vectors: {settings.milvus_uri}; "
               f"documents: {settings.mongo_uri or settings.sqlite_path})", flush=True)
         run_until_signalled()
     finally:

@@ -20,6 +20,7 @@ from mmsearch.indexer.pipeline import IndexingError, IndexOptions, IndexReport
 from mmsearch.jsonl import JsonLinesError, read_jsonl
 from mmsearch.model_repository.contract import DOCUMENT_MODELS, MAX_IMAGE_BYTES
 from mmsearch.model_repository.image_preprocess.image_preprocessing import ImageDecodeError, decode_image
+from mmsearch.stores import check_storable
 
 EMBED_MODEL = DOCUMENT_MODELS["image"]
 URL_TIMEOUT_S = 30
@@ -38,6 +39,7 @@ def discover_folder(root: Path) -> list[dict]:
 
 def manifest_entry(record: dict, options: IndexOptions, base: Path) -> dict:
     """A manifest line's image: `path_field` holds a path (relative to the manifest) or an http(s) URL."""
+    check_storable(record)
     location = record.get(options.path_field)
     if not isinstance(location, str) or not location.strip():
         raise ValueError(f"missing path field '{options.path_field}'")

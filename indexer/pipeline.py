@@ -18,7 +18,7 @@ from tqdm import tqdm
 from mmsearch.errors import MmsearchError
 from mmsearch.jsonl import JsonLines
 from mmsearch.model_repository.contract import CollectionInfo
-from mmsearch.stores import DocumentStore, VectorStore, scalar_fields
+from mmsearch.stores import DocumentStore, StoreError, StoreRejected, VectorStore, scalar_fields
 
 
 class IndexingError(MmsearchError):
@@ -76,6 +76,50 @@ def batches(items: Sequence, size: int) -> list[Sequence]:
 BatchEmbedder = Callable[[Sequence[dict]], tuple[Sequence[dict], np.ndarray, list[tuple[int | str, str]]]]
 
 
+def write_batch(documents: Sequence[dict], embedded: np.ndarray, vectors: VectorStore, store: DocumentStore,
+                options: IndexOptions) -> list[tuple[dict, str]]:
+    """Write documents then vectors, so no vector is ever searchable without its document.
+    Returns each document with "" or the reason a store refused it: one value a store cannot
+    hold must not cost the batch's good documents, so a refused batch is retried one by one.
+    StoreError (a store down, a disk full) is left to the caller."""
+    def write(docs: Sequence[dict], rows: np.ndarray) -> None:
+        store.upsert(options.collection, docs)
+        vectors.upsert(options.collection, [doc["id"] for doc in docs], rows, docs, skip={options.text_field})
+
+    if not documents:
+        return []
+    try:
+        write(documents, embedded)
+        return [(doc, "") for doc in documents]
+    except StoreRejected as exc:
+        if len(documents) == 1:
+            return [(documents[0], str(exc))]
+    return [outcome for doc, row in zip(documents, embedded, strict=True)
+            for outcome in write_batch([doc], row[None, :], vectors, store, options)]
+
+
+def write_all(documents: Sequence[dict], embed_batch: BatchEmbedder, vectors: VectorStore, store: DocumentStore,
+              options: IndexOptions, report: IndexReport, progress: bool) -> set[str]:
+    """Embed in batches (several in flight) and write each; returns the scalar fields written."""
+    skip = {options.text_field, "id", "vector"}
+    fields: set[str] = set()
+    with (tqdm(total=len(documents), unit="doc", desc=f"index {options.collection}", disable=not progress) as bar,
+          ThreadPoolExecutor(max_workers=max(1, options.concurrency)) as pool):
+        # map() keeps input order and at most `concurrency` batches are embedding at once;
+        # the writes stay on this thread, so the stores see one writer.
+        for kept, embedded, failures in pool.map(embed_batch, batches(documents, options.batch_size)):
+            written = write_batch(kept, embedded, vectors, store, options)
+            refused = [(f"id {doc['id']}", reason) for doc, reason in written if reason]
+            report.written += len(written) - len(refused)
+            if refused and options.on_error == "fail":
+                raise IndexingError(f"{refused[0][0]}: {refused[0][1]} (--on-error fail; {report.written} "
+                                    "documents written)")
+            report.skipped.extend(failures + refused)
+            fields.update(*(scalar_fields(doc, skip) for doc, reason in written if not reason))
+            bar.update(len(written) + len(failures))
+    return fields
+
+
 def index_documents(
     documents: Sequence[dict],
     embed_batch: BatchEmbedder,
@@ -93,27 +137,15 @@ def index_documents(
         store.drop(options.collection)
     vectors.ensure_collection(options.collection, info, options.index_type)
 
-    skip = {options.text_field, "id", "vector"}
-    fields: set[str] = set()
-    bar = tqdm(total=len(documents), unit="doc", desc=f"index {options.collection}", disable=not progress)
-    with ThreadPoolExecutor(max_workers=max(1, options.concurrency)) as pool:
-        # map() keeps input order and at most `concurrency` batches are embedding at once;
-        # the writes stay on this thread, so the stores see one writer.
-        for kept, embedded, failures in pool.map(embed_batch, batches(documents, options.batch_size)):
-            report.skipped.extend(failures)
-            if kept:
-                vectors.upsert(
-                    options.collection, [doc["id"] for doc in kept], embedded, kept, skip={options.text_field}
-                )
-                store.upsert(options.collection, kept)
-                fields.update(*(scalar_fields(doc, skip) for doc in kept))
-            report.written += len(kept)
-            bar.update(len(kept) + len(failures))
-    bar.close()
-    vectors.flush(options.collection)
-    vectors.add_fields(options.collection, fields)
-    # Strong: returns once every write of this run is visible, so a search right after `index` sees them all.
-    report.collection_size = vectors.count(options.collection, consistency="Strong")
-    report.documents_stored = store.count(options.collection)
+    try:
+        fields = write_all(documents, embed_batch, vectors, store, options, report, progress)
+        vectors.flush(options.collection)
+        vectors.add_fields(options.collection, fields)
+        # Strong: returns once every write of this run is visible, so a search right after `index` sees them all.
+        report.collection_size = vectors.count(options.collection, consistency="Strong")
+        report.documents_stored = store.count(options.collection)
+    except StoreError as exc:
+        raise IndexingError(f"{exc}; stopped after writing {report.written} of {len(documents)} documents "
+                            "(writes are upserts: run the same command again to finish)") from None
     report.seconds = time.perf_counter() - started
     return report

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from mmsearch.client.search_client import SearchClient
 from mmsearch.indexer import images, text
-from mmsearch.indexer.pipeline import IndexOptions, IndexReport, index_documents
-from mmsearch.model_repository.contract import DOCUMENT_MODELS, CollectionInfo
+from mmsearch.indexer.pipeline import IndexingError, IndexOptions, IndexReport, index_documents
+from mmsearch.model_repository.contract import DOCUMENT_MODELS, CollectionInfo, collection_name_problem
 from mmsearch.settings import StoreSettings
 from mmsearch.stores import VectorStore, lite_size_warning, open_document_store
 
@@ -20,6 +20,8 @@ def run_index(client: SearchClient, settings: StoreSettings, input_path: Path, o
               progress: bool = True) -> IndexReport:
     """Index `input_path` into `options.collection`; every input is written, or reported on
     stderr as skipped (with its line or file) or as a duplicate id."""
+    if problem := collection_name_problem(options.collection):
+        raise IndexingError(problem)
     modality = READERS[options.modality]
     report = IndexReport(options.collection)
     documents = modality.read_documents(Path(input_path), options, report)

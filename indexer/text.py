@@ -10,11 +10,13 @@ from mmsearch.client.search_client import SearchClient
 from mmsearch.indexer.pipeline import IndexingError, IndexOptions, IndexReport
 from mmsearch.jsonl import JsonLinesError, parse_object, read_jsonl
 from mmsearch.model_repository.contract import DOCUMENT_MODELS
-from mmsearch.stores import MAX_ID_LENGTH
+from mmsearch.stores import MAX_ID_LENGTH, check_storable
 
 
 def text_document(record: dict, id_field: str, text_field: str) -> dict:
-    """A record as a document with a string `id`; ValueError says what is wrong."""
+    """A record as a document with a string `id`; ValueError says what is wrong. Ids are
+    strings: 12345 and "12345" are the same document, the later line replacing the earlier."""
+    check_storable(record)
     doc_id = record.get(id_field)
     if doc_id is None or (isinstance(doc_id, str) and not doc_id.strip()) or isinstance(doc_id, (dict, list, bool)):
         raise ValueError(f"missing id field '{id_field}'")

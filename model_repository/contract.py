@@ -8,6 +8,7 @@ itself. Change a value only together with everyone who relies on it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -53,8 +54,27 @@ DEFAULT_TOP_K = 10
 MAX_TOP_K = 100
 MAX_QUERY_CHARS = 2048
 MAX_IMAGE_BYTES = 32 * 1024 * 1024  # a query image, an indexed image and a page upload alike
+# Decoded size: a small PNG can inflate to 49 Mpx and seconds of CPU, while CLIP sees 224 x 224.
+# 24 Mpx still takes any phone photo or 5K screenshot.
+MAX_IMAGE_PIXELS = 24_000_000
+MAX_FILTER_CHARS, MAX_FILTER_DEPTH = 1000, 32  # nested not/parentheses; Milvus's parser recurses
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the integers Milvus (and MongoDB) store
 
-# --- where things listen by default
+# A Milvus server's rule for collection names (Milvus Lite takes more, e.g. spaces, which a
+# server then refuses): checked before anything is written, so a name works on both.
+COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+
+
+def collection_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a collection name, or None when it can."""
+    if COLLECTION_NAME.fullmatch(name):
+        return None
+    return (f"collection name {name!r} is not valid: use 1-255 letters, digits and underscores, starting with "
+            "a letter or underscore (Milvus's rule)")
+
+
+# --- where things listen by default: this machine only; --host 0.0.0.0 exposes Triton on purpose
+DEFAULT_HOST = "127.0.0.1"
 DEFAULT_HTTP_PORT, DEFAULT_GRPC_PORT, DEFAULT_METRICS_PORT = 8000, 8001, 8002
 DEFAULT_URL = f"localhost:{DEFAULT_GRPC_PORT}"  # clients speak gRPC unless told otherwise
 DEFAULT_UI_PORT = 8501

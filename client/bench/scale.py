@@ -49,8 +49,8 @@ RECALL_GOAL = 0.95
 SETTLED_CPU = 0.05  # of one core
 SETTLED_WINDOW_S = 5.0
 # The knob each index type trades recall for speed with, and the values measured.
-SEARCH_SETTINGS = {"FLAT": ("", (None,)), "IVF_FLAT": ("nprobe", (8, 16, 32, 64, 128)),
-                   "HNSW": ("ef", (16, 32, 64, 128, 256))}
+SEARCH_SETTINGS = {"FLAT": ("", (None,)), "IVF_FLAT": ("nprobe", (8, 16, 32, 64, 128, 256)),
+                   "HNSW": ("ef", (16, 32, 64, 128, 256, 512))}
 Progress = Callable[[str], None]
 
 

@@ -18,9 +18,8 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from mmsearch.errors import MmsearchError
-from mmsearch.model_repository.contract import MAX_IMAGE_BYTES
+from mmsearch.model_repository.contract import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 
-MAX_IMAGE_PIXELS = 64_000_000  # 8000x8000; a decoded RGB image this big is already 192 MB
 # Formats we decode. Everything else PIL knows (EPS via Ghostscript, exotic scientific
 # formats, ...) is attack surface that photo search does not need.
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")

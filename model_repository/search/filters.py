@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 from collections.abc import Iterable
 
 from mmsearch.errors import MmsearchError
+from mmsearch.model_repository.contract import INT64_MAX, INT64_MIN, MAX_FILTER_CHARS, MAX_FILTER_DEPTH
 
-MAX_FILTER_CHARS = 1000
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 KEYWORDS = {"and", "or", "not", "in", "true", "false"}
 TOKEN = re.compile(
     r"""\s*(?:
@@ -54,7 +56,7 @@ def tokenize(text: str) -> list[tuple[str, str]]:
 
 class _Parser:
     def __init__(self, tokens: list[tuple[str, str]], fields: set[str] | None):
-        self.tokens, self.at, self.fields = tokens, 0, fields
+        self.tokens, self.at, self.fields, self.depth = tokens, 0, fields, 0
 
     def peek(self) -> tuple[str, str] | None:
         return self.tokens[self.at] if self.at < len(self.tokens) else None
@@ -87,14 +89,26 @@ class _Parser:
         return parts[0] if len(parts) == 1 else "(" + " and ".join(parts) + ")"
 
     def factor(self) -> str:
+        if self.keyword("not") or self.peek() == ("punct", "("):
+            self.depth += 1
+            if self.depth > MAX_FILTER_DEPTH:
+                raise FilterError(f"filter is nested more than {MAX_FILTER_DEPTH} levels deep (not, parentheses)")
+            try:
+                return self.nested()
+            finally:
+                self.depth -= 1
+        return self.comparison()
+
+    def nested(self) -> str:
         if self.keyword("not"):
             self.take()
             return f"not ({self.factor()})"
-        if self.peek() == ("punct", "("):
-            self.take()
-            inner = self.expr()
-            self.take("punct", ")")
-            return inner
+        self.take("punct", "(")
+        inner = self.expr()
+        self.take("punct", ")")
+        return inner
+
+    def comparison(self) -> str:
         field = self.field()
         if self.keyword("in") or self.keyword("not"):
             negated = self.keyword("not")
@@ -127,15 +141,28 @@ class _Parser:
         kind, text = self.take()
         if kind == "string":
             try:  # the token is one quoted literal; literal_eval evaluates nothing but literals
-                decoded = ast.literal_eval(text)
+                decoded = text if CONTROL_CHARACTERS.search(text) else ast.literal_eval(text)
             except (ValueError, SyntaxError):
                 raise FilterError(f"invalid string {text}") from None
+            if CONTROL_CHARACTERS.search(decoded):  # raw, or written as an escape
+                raise FilterError(f"string {text!r} holds a control character; filters compare printable text")
             return json.dumps(decoded, ensure_ascii=False)
         if kind == "number":
-            return text
+            return number_literal(text)
         if kind == "name" and text.lower() in ("true", "false"):
             return text.lower()
         raise FilterError(f"expected a value (string, number, true or false) but found {text!r}")
+
+
+def number_literal(text: str) -> str:
+    """A number Milvus can hold: an integer within int64, or a finite float."""
+    if re.fullmatch(r"-?\d+", text):
+        if not INT64_MIN <= int(text) <= INT64_MAX:
+            raise FilterError(f"integer {text} is outside the 64-bit range Milvus stores")
+        return text
+    if not math.isfinite(float(text)):
+        raise FilterError(f"number {text} is not a finite 64-bit float")
+    return text
 
 
 def compile_filter(text: str, fields: Iterable[str] | None = None) -> str:

@@ -28,7 +28,7 @@ from mmsearch.model_repository.contract import (
 from mmsearch.model_repository.runtime import ModelArgs
 from mmsearch.model_repository.search.experiments import ConfigWatcher, parse_config
 from mmsearch.model_repository.search.layers import arm_validator
-from mmsearch.model_repository.search.request import SearchError, SearchRequest
+from mmsearch.model_repository.search.request import INTERNAL, INVALID, UNAVAILABLE, SearchError, SearchRequest
 from mmsearch.model_repository.search.searcher import Searcher
 from mmsearch.settings import ENV_EXPERIMENTS, StoreSettings
 from mmsearch.stores import VectorStore, open_document_store
@@ -122,8 +122,8 @@ class TritonPythonModel:
         try:
             results = iter(self.searcher.search_many(valid))
         except Exception as exc:  # never let one batch take the model down
-            failure = f"internal error: {exc.__class__.__name__}: {exc}"
-            results = iter([MmsearchError(failure)] * len(valid))
+            failure = SearchError(f"internal error: {exc.__class__.__name__}: {exc}", INTERNAL)
+            results = iter([failure] * len(valid))
         return [respond(next(results) if isinstance(p, SearchRequest) else p) for p in parsed]
 
     def _parse(self, request) -> SearchRequest | MmsearchError:
@@ -140,9 +140,17 @@ class TritonPythonModel:
             return exc
 
 
+def error_code(error: MmsearchError) -> int:
+    """Triton's code for whose fault it is: HTTP 400 / gRPC INVALID_ARGUMENT for the caller's,
+    503 / UNAVAILABLE for a store that is down, 500 / INTERNAL for ours."""
+    codes = {INVALID: pb_utils.TritonError.INVALID_ARG, UNAVAILABLE: pb_utils.TritonError.UNAVAILABLE}
+    return codes.get(getattr(error, "status", INTERNAL), pb_utils.TritonError.INTERNAL)
+
+
 def respond(outcome: dict | MmsearchError):
     if isinstance(outcome, MmsearchError):
-        return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(outcome)))
+        error = pb_utils.TritonError(str(outcome), error_code(outcome))
+        return pb_utils.InferenceResponse(output_tensors=[], error=error)
     payload = json.dumps(outcome, ensure_ascii=False).encode("utf-8")
     # [1, 1]: this request's row of the batch
     return pb_utils.InferenceResponse([pb_utils.Tensor(RESULT, np.array([[payload]], dtype=np.object_))])

@@ -11,8 +11,17 @@ from mmsearch.model_repository.contract import MAX_IMAGE_BYTES, MAX_QUERY_CHARS,
 KNOWN_PARAMS = {"filter", "experiments", "debug", "catalog"}
 
 
+# Whose fault a failed search is, so clients and load balancers can tell: the caller's (Triton
+# INVALID_ARG, HTTP 400), a store that cannot be reached (UNAVAILABLE), or the server's (INTERNAL).
+INVALID, UNAVAILABLE, INTERNAL = "invalid", "unavailable", "internal"
+
+
 class SearchError(MmsearchError, ValueError):
     """A request the server cannot answer; the message goes back to the client as is."""
+
+    def __init__(self, message: str, status: str = INVALID):
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -43,12 +52,16 @@ class SearchRequest:
             parsed = json.loads(raw_params) if raw_params else {}
         except ValueError as exc:
             raise SearchError(f"PARAMS is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise SearchError("PARAMS is nested too deeply to be a search's parameters") from None
         if not isinstance(parsed, dict):
             raise SearchError("PARAMS must be a JSON object")
         return cls(text(query), text(collection).strip(), int(top_k), text(user_id), parsed, image)
 
     def validate(self, max_top_k: int = MAX_TOP_K, max_query_chars: int = MAX_QUERY_CHARS) -> None:
         if self.image is not None:
+            if self.query.strip():
+                raise SearchError("send QUERY or IMAGE, not both: a search is by text or by image")
             if not self.image:
                 raise SearchError("IMAGE is empty: send the bytes of an image file")
             if len(self.image) > MAX_IMAGE_BYTES:

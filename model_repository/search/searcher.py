@@ -19,8 +19,8 @@ from mmsearch.model_repository.contract import LAYERS, MAX_QUERY_CHARS, MAX_TOP_
 from mmsearch.model_repository.search.experiments import EMPTY, ConfigError, ExperimentConfig, assign
 from mmsearch.model_repository.search.layers import Embedder, Match, Query, QueryProcessing, Rank, Summary
 from mmsearch.model_repository.search.rankers import RankError
-from mmsearch.model_repository.search.request import SearchError, SearchRequest
-from mmsearch.stores import DocumentStore, StoreError, UnknownCollection, VectorStore
+from mmsearch.model_repository.search.request import INTERNAL, UNAVAILABLE, SearchError, SearchRequest
+from mmsearch.stores import DocumentStore, StoreError, StoreRejected, StoreUnavailable, UnknownCollection, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -154,15 +154,18 @@ class Searcher:
         return {"collections": collections}
 
     def _guarded(self, answer: Callable[[], T]) -> T:
-        """Store and ranking failures become a SearchError naming the cause; a broken store
-        connection is dropped so the next request reconnects."""
+        """Store and ranking failures become a SearchError naming the cause and whose fault it
+        is. Only an unreachable store drops the connections (the next request reconnects): a
+        store that refused a request is up, and keeps its clients."""
         try:
             return answer()
-        except (UnknownCollection, RankError) as exc:
+        except (UnknownCollection, RankError, StoreRejected) as exc:
             raise SearchError(str(exc)) from None
-        except StoreError as exc:
+        except StoreUnavailable as exc:
             self._reset()
-            raise SearchError(str(exc)) from None
+            raise SearchError(f"store unavailable: {exc}", UNAVAILABLE) from None
+        except StoreError as exc:
+            raise SearchError(str(exc), INTERNAL) from None
 
     def _prepare(self, request: SearchRequest) -> Query:
         """The request with its collection's info, its scene, its arm per layer, and every

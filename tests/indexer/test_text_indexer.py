@@ -180,3 +180,93 @@ def test_a_lite_collection_past_its_usable_size_is_warned_about(tmp_path, monkey
     assert stores.lite_size_warning(server, "c", 10**9) is None  # a Milvus server copes
     monkeypatch.setattr(stores, "LITE_USABLE_VECTORS", 8)
     assert stores.lite_size_warnings(settings) == []
+
+
+def index_file(path, vectors, documents, options, embed=None):
+    report = IndexReport(options.collection)
+    docs = read_documents(path, options, report)
+    embed = embed or (lambda batch: (batch, fake_embed([doc["text"] for doc in batch]), []))
+    index_documents(docs, embed, CollectionInfo.for_index("text", DIM, options.text_field), vectors, documents,
+                    options, report, progress=False)
+    return report
+
+
+def test_values_no_store_can_hold_skip_only_their_line(tmp_path, stores):
+    # {"big": 10**30} once failed its whole batch with a 93-line traceback, losing 35 good documents.
+    vectors, documents = stores
+    good = [{"id": f"g{i}", "text": f"good {i}", "n": i} for i in range(99)]
+    path = tmp_path / "c.jsonl"
+    with path.open("wb") as out:
+        for doc in good[:40]:
+            out.write(json.dumps(doc).encode() + b"\n")
+        out.write(b'{"id": "big", "text": "t", "big": 1000000000000000000000000000000}\n')  # line 41
+        out.write(b'{"id": "nan", "text": "t", "x": NaN}\n')  # line 42
+        out.write(b'{"id": "latin1", "text": "caf\xe9"}\n')  # line 43
+        out.write(b'{"id": 12345, "text": "an int id"}\n{"id": "12345", "text": "the same id as a string"}\n')
+        out.write(b'{"id": "mixed", "text": "t", "n": "a string, elsewhere ints", "deep": {"a": [1, {"b": 2}]}}\n')
+        for doc in good[40:]:
+            out.write(json.dumps(doc).encode() + b"\n")
+    report = index_file(path, vectors, documents, IndexOptions("c", batch_size=16))
+    assert report.skipped == [
+        (41, "field 'big': integer 1000000000000000000000000000000 does not fit in 64 bits"),
+        (42, "NaN is not a JSON value (JSON numbers are finite)"),
+        (43, "not UTF-8 text (byte 0xe9 at column 30)"),
+    ]
+    assert report.duplicates == 1  # ids are strings: 12345 and "12345" are one document, the later wins
+    assert report.written == 99 + 2 and report.collection_size == 101 and report.documents_stored == 101
+    assert list(vectors.info("c").fields) == ["n"]
+    assert documents.get_many("c", ["12345"])["12345"]["text"] == "the same id as a string"
+    assert documents.get_many("c", ["mixed"])["mixed"]["deep"] == {"a": [1, {"b": 2}]}
+
+
+class RefusingVectors:
+    """A real Milvus Lite store that refuses one id's row, as Milvus refuses a value it cannot hold,
+    or goes down after `down_after` writes."""
+
+    def __init__(self, inner, refuse="", down_after=None):
+        self.inner, self.refuse, self.down_after, self.writes = inner, refuse, down_after, 0
+
+    def upsert(self, name, ids, *args, **kwargs):
+        from mmsearch.stores import StoreRejected, StoreUnavailable
+
+        self.writes += 1
+        if self.down_after is not None and self.writes > self.down_after:
+            raise StoreUnavailable("Milvus at x failed to upsert: connection refused")
+        if self.refuse in ids:
+            raise StoreRejected(f"Milvus at x refused to upsert: bad value in {self.refuse}")
+        return self.inner.upsert(name, ids, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_document_a_store_refuses_costs_only_itself(tmp_path, stores):
+    vectors, documents = stores
+    path = write_lines(tmp_path / "c.jsonl", [{"id": f"d{i}", "text": f"doc {i}"} for i in range(20)])
+    report = index_file(path, RefusingVectors(vectors, refuse="d7"), documents, IndexOptions("c", batch_size=5))
+    assert report.written == 19 and report.collection_size == 19
+    assert report.skipped == [("id d7", "Milvus at x refused to upsert: bad value in d7")]
+    with pytest.raises(IndexingError, match=r"id d7: Milvus at x refused .* \(--on-error fail; 9 documents written\)"):
+        index_file(path, RefusingVectors(vectors, refuse="d7"), documents, IndexOptions("c", batch_size=5,
+                                                                                         on_error="fail"))
+
+
+def test_a_store_going_down_mid_run_stops_with_the_count_written(tmp_path, stores):
+    vectors, documents = stores
+    path = write_lines(tmp_path / "c.jsonl", [{"id": f"d{i}", "text": f"doc {i}"} for i in range(50)])
+    down = RefusingVectors(vectors, down_after=2)
+    with pytest.raises(IndexingError, match="connection refused; stopped after writing 20 of 50 documents .*again"):
+        index_file(path, down, documents, IndexOptions("c", batch_size=10))
+    assert index_file(path, vectors, documents, IndexOptions("c", batch_size=10)).collection_size == 50
+
+
+@pytest.mark.parametrize("name", ["my coll", "9lives", "a-b", "x" * 256, "", "naïve"])
+def test_a_collection_name_a_milvus_server_refuses_is_refused_before_anything_is_written(tmp_path, name):
+    # Milvus Lite took 'my coll'; a Milvus server then refused it, with a traceback.
+    from mmsearch.indexer.run import run_index
+
+    settings = StoreSettings.resolve(tmp_path / "data")
+    path = write_lines(tmp_path / "c.jsonl", [{"id": "a", "text": "one"}])
+    with pytest.raises(IndexingError, match="is not valid: use 1-255 letters, digits and underscores"):
+        run_index(None, settings, path, IndexOptions(name), progress=False)
+    assert not settings.data_dir.exists()

@@ -70,3 +70,27 @@ def test_compiled_filters_run_on_milvus_lite(tmp_path):
             "c", np.array([1.0, 0.0], dtype=np.float32), 10, filter=compile_filter(text, {"category", "year"})
         )
         assert {hit.id for hit in hits} == ids, text
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("year == 99999999999999999999", "integer 99999999999999999999 is outside the 64-bit range"),
+        ("year > -9223372036854775809", "outside the 64-bit range"),
+        ("year < 1e999", "not a finite 64-bit float"),
+        ('category == "a\x00b"', "holds a control character"),
+        ('category == "a\\x00b"', "holds a control character"),
+        ("not " * 240 + "year == 1", "nested more than 32 levels deep"),
+        ("(" * 33 + "year == 1" + ")" * 33, "nested more than 32 levels deep"),
+    ],
+)
+def test_filters_milvus_would_reject_are_refused_here_as_invalid(text, message):
+    # Each of these once reached Milvus, which rejected it, and was reported as a store outage.
+    with pytest.raises(FilterError, match=message):
+        compile_filter(text, FIELDS)
+
+
+def test_the_extremes_milvus_holds_still_compile():
+    assert compile_filter("year >= -9223372036854775808 and year <= 9223372036854775807", FIELDS)
+    assert compile_filter("not " * 31 + "year == 1", FIELDS).count("not") == 31
+    assert compile_filter('category == "日本語"', FIELDS) == 'category == "日本語"'

@@ -8,7 +8,7 @@ from mmsearch.model_repository.search.experiments import ConfigError, parse_conf
 from mmsearch.model_repository.search.layers import arm_validator
 from mmsearch.model_repository.search.request import SearchError, SearchRequest
 from mmsearch.model_repository.search.searcher import Searcher
-from mmsearch.stores import Hit, StoreError, UnknownCollection
+from mmsearch.stores import Hit, StoreError, StoreRejected, StoreUnavailable, UnknownCollection
 
 
 class FakeVectors:
@@ -44,8 +44,9 @@ class FakeDocuments:
         self.docs, self.fail, self.closed = docs, fail, False
 
     def get_many(self, collection, ids):
-        if self.fail:
-            raise StoreError("document store mongodb://x failed to read: timeout")
+        if self.fail:  # True: down; or the StoreError to raise
+            raise StoreUnavailable("document store mongodb://x failed to read: timeout") if self.fail is True else \
+                self.fail
         return {i: self.docs[i] for i in ids if i in self.docs}
 
     def close(self):
@@ -97,9 +98,11 @@ def test_hit_without_document_is_returned_with_null_document():
         ({"query": "x" * 5000}, "limit is 2048"), ({"top_k": 0}, "TOP_K must be between 1 and 100"),
         ({"top_k": 101}, "TOP_K must be between 1 and 100"), ({"collection": ""}, "COLLECTION is empty"),
         ({"collection": "other"}, "unknown collection 'other' \\(collections: docs, photos\\)"),
-        ({"image": b""}, "IMAGE is empty"),
-        ({"image": b"x" * (32 * 1024 * 1024 + 1)}, "IMAGE is 33554433 bytes; the limit is 33554432"),
-        ({"image": b"\x89PNG"}, "collection 'docs' holds text documents and cannot be searched with an image query"),
+        ({"query": "", "image": b""}, "IMAGE is empty"),
+        ({"query": "", "image": b"x" * (32 * 1024 * 1024 + 1)}, "IMAGE is 33554433 bytes; the limit is 33554432"),
+        ({"query": "", "image": b"\x89PNG"},
+         "collection 'docs' holds text documents and cannot be searched with an image query"),
+        ({"image": b"\x89PNG"}, "send QUERY or IMAGE, not both"),
         ({"params": {"boost": 1}}, "unknown PARAMS keys: boost"),
         ({"params": {"filter": "category = 1"}}, "invalid filter: unexpected character '='"),
         ({"params": {"filter": "secret == 1"}}, "invalid filter: unknown field 'secret'"),
@@ -113,17 +116,38 @@ def test_bad_requests_raise_search_error_with_a_clear_message(overrides, message
         make_searcher().search(request(**overrides))
 
 
-def test_store_error_becomes_search_error_and_the_connection_is_reopened():
+def test_a_store_that_is_down_is_unavailable_and_the_connection_is_reopened():
     opened = []
     searcher = make_searcher(fail=True, opened=opened)
     for _ in range(2):
-        with pytest.raises(SearchError, match="document store .* failed to read"):
+        with pytest.raises(SearchError, match="store unavailable: document store .* failed to read") as failure:
             searcher.search(request())
+        assert failure.value.status == "unavailable"
     assert len(opened) == 2  # a fresh connection after the failure
 
 
+@pytest.mark.parametrize("error, status", [(StoreRejected("Milvus at x refused to search: bad expression"), "invalid"),
+                                           (StoreError("document store x failed to write: constraint"), "internal")])
+def test_a_store_that_refuses_keeps_its_connection(error, status):
+    # A filter Milvus rejected once dropped every client, as if the store were down.
+    opened = []
+    searcher = make_searcher(fail=error, opened=opened)
+    for _ in range(2):
+        with pytest.raises(SearchError, match=str(error)) as failure:
+            searcher.search(request())
+        assert failure.value.status == status
+    assert len(opened) == 1
+
+
+def test_bad_requests_are_the_callers_fault():
+    with pytest.raises(SearchError) as failure:
+        make_searcher().search(request(top_k=0))
+    assert failure.value.status == "invalid"
+
+
 @pytest.mark.parametrize(
-    "params, message", [(b"{not json", "PARAMS is not valid JSON"), (b"[1, 2]", "PARAMS must be a JSON object")]
+    "params, message", [(b"{not json", "PARAMS is not valid JSON"), (b"[1, 2]", "PARAMS must be a JSON object"),
+                        (b"[" * 100_000 + b"]" * 100_000, "PARAMS is nested too deeply")]
 )
 def test_from_wire_rejects_bad_params(params, message):
     with pytest.raises(SearchError, match=message):
@@ -252,7 +276,7 @@ scenes:
 
 def test_catalog_reports_a_store_that_is_down():
     def down():
-        raise StoreError("cannot connect to Milvus at http://x:19530: refused")
+        raise StoreUnavailable("cannot connect to Milvus at http://x:19530: refused")
 
     searcher = Searcher(lambda *a: None, down, lambda: FakeDocuments({}))
     with pytest.raises(SearchError, match="cannot connect to Milvus"):

@@ -81,7 +81,7 @@ def test_serve_prints_ready_line_and_stops_cleanly_on_sigterm(tmp_path, exported
             lines.append(line)
             if "mmsearch serve: ready" in line or not line:
                 break
-        assert f"ready on HTTP localhost:{http}, gRPC localhost:{grpc}, metrics localhost:{metrics}" in "".join(
+        assert f"ready on HTTP 127.0.0.1:{http}, gRPC 127.0.0.1:{grpc}, metrics 127.0.0.1:{metrics}" in "".join(
             lines
         ), lines
         assert port_is_open("127.0.0.1", grpc)
@@ -131,3 +131,14 @@ def test_children_do_not_outlive_a_killed_serve(tmp_path, exported_repository):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_serve_on_a_data_dir_it_cannot_write_is_one_line(tmp_path, exported_repository, cli):
+    # Once a traceback (PermissionError from mkdir); root writes anywhere, so a file stands in the way.
+    (tmp_path / "a-file").write_text("")
+    run = cli("serve", "--repository", str(exported_repository), "--data-dir", str(tmp_path / "a-file" / "data"),
+              check=False, timeout=60)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [
+        f"error: data dir {tmp_path}/a-file/data is not writable (Not a directory): pass --data-dir "
+        "(or MMSEARCH_DATA_DIR) a folder this user can write"]
