@@ -141,8 +141,9 @@ class TritonPythonModel:
 
 
 def error_code(error: MmsearchError) -> int:
-    """Triton's code for whose fault it is: HTTP 400 / gRPC INVALID_ARGUMENT for the caller's,
-    503 / UNAVAILABLE for a store that is down, 500 / INTERNAL for ours."""
+    """The python backend's code for whose fault it is: INVALID_ARG for the caller's,
+    UNAVAILABLE for a store that is down, INTERNAL for ours. Triton 2.51 answers the first
+    with HTTP 400 and the others with 500; its gRPC frontend says INTERNAL for all three."""
     codes = {INVALID: pb_utils.TritonError.INVALID_ARG, UNAVAILABLE: pb_utils.TritonError.UNAVAILABLE}
     return codes.get(getattr(error, "status", INTERNAL), pb_utils.TritonError.INTERNAL)
 

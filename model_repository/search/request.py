@@ -13,6 +13,7 @@ KNOWN_PARAMS = {"filter", "experiments", "debug", "catalog"}
 
 # Whose fault a failed search is, so clients and load balancers can tell: the caller's (Triton
 # INVALID_ARG, HTTP 400), a store that cannot be reached (UNAVAILABLE), or the server's (INTERNAL).
+# (Triton 2.51's gRPC frontend reports all three as INTERNAL; see README.)
 INVALID, UNAVAILABLE, INTERNAL = "invalid", "unavailable", "internal"
 
 

@@ -23,7 +23,7 @@ from mmsearch.stores import MongoDocumentStore, VectorStore
 
 pytestmark = pytest.mark.integration
 COLLECTION = "notes"
-DOCS = [{"id": f"n{i}", "text": f"note number {i} about {topic}", "year": 2000 + i}
+DOCS = [{"id": f"n{i}", "text": f"note number {i} about {topic}", "year": 2000 + i, "topic": topic}
         for i, topic in enumerate(["apt upgrades", "kernel modules", "printer drivers", "mail servers",
                                    "disk partitions", "network bridges", "sound cards", "user accounts"] * 4)]
 
@@ -64,7 +64,7 @@ def lite_log_lines(served) -> int:
 @pytest.mark.parametrize("top_k, params, message", [
     (0, None, "TOP_K must be between 1 and 100"),
     (5, {"filter": "year == 99999999999999999999"}, "invalid filter: integer 99999999999999999999 is outside"),
-    (5, {"filter": 'text == "a\\u0000b"'}, "invalid filter: string .* holds a control character"),
+    (5, {"filter": 'topic == "a\\u0000b"'}, "invalid filter: string .* holds a control character"),
     (5, {"filter": "not " * 240 + "year == 1"}, "invalid filter: filter is nested more than 32 levels deep"),
     (5, {"filter": "year == 1", "experiments": {"rank": "nope"}}, "has no arm 'nope'"),
 ])
@@ -99,7 +99,7 @@ def test_triton_listens_on_this_machine_only(served):
     for port in (ports.http, ports.grpc, ports.metrics):
         addresses = {line.split()[3].rsplit(":", 1)[0] for line in listening.splitlines()
                      if line.split()[3].endswith(f":{port}")}
-        assert addresses == {"127.0.0.1"}, (port, addresses)
+        assert addresses <= {"127.0.0.1", "[::ffff:127.0.0.1]"} and addresses, (port, addresses)  # loopback only
 
 
 def test_a_killed_milvus_lite_server_is_restarted_and_nothing_is_lost(served):
@@ -113,7 +113,7 @@ def test_a_killed_milvus_lite_server_is_restarted_and_nothing_is_lost(served):
         while not stop.is_set():
             try:
                 hits = loop_client.search("printer drivers", COLLECTION, 5)["hits"]
-                outcomes.append("ok" if hits == expected else "wrong")
+                outcomes.append("ok" if same_hits(hits, expected) else "wrong")
             except ClientError as error:
                 outcomes.append(f"error: {error}")
             time.sleep(0.05)
@@ -165,6 +165,13 @@ def test_documents_with_dollar_keys_re_index_into_mongodb(tmp_path, exported_rep
 LOAD_S, LOAD_CONCURRENCY, RSS_MARGIN_MIB = 60, 8, 64
 
 
+def same_hits(got: list[dict], expected: list[dict]) -> bool:
+    """Same ids and documents; scores within float noise (a request's batch-mates change the
+    encoder's padding, not its answer)."""
+    return [(h["id"], h["document"]) for h in got] == [(h["id"], h["document"]) for h in expected] and all(
+        abs(g["score"] - e["score"]) < 1e-4 for g, e in zip(got, expected, strict=True))
+
+
 def test_a_minute_of_mixed_good_and_bad_requests_fails_no_good_one_and_holds_memory(served):
     triton = served["server"].triton.process.pid
     expected = {q: served["client"].search(q, COLLECTION, 5)["hits"] for q in ("kernel modules", "mail servers")}
@@ -186,7 +193,7 @@ def test_a_minute_of_mixed_good_and_bad_requests_fails_no_good_one_and_holds_mem
             if step % 3:
                 query = ("kernel modules", "mail servers")[step % 2]
                 try:
-                    ok = client.search(query, COLLECTION, 5)["hits"] == expected[query]
+                    ok = same_hits(client.search(query, COLLECTION, 5)["hits"], expected[query])
                     with lock:
                         counts["good"] += 1
                         if not ok:
