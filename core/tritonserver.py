@@ -17,17 +17,25 @@ import shutil
 import sys
 import sysconfig
 import threading
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from mmsearch.milvus_servers import start_milvus_lite
-from mmsearch.model_repository.contract import DEFAULT_GRPC_PORT, DEFAULT_HOST, DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT
+from mmsearch.model_repository.contract import (
+    DEFAULT_GRPC_PORT,
+    DEFAULT_HOST,
+    DEFAULT_HTTP_PORT,
+    DEFAULT_METRICS_PORT,
+    SEARCH,
+)
 from mmsearch.processes import ManagedProcess, ServerError, check_port_free, http_answers, run_until_signalled, wait_for
 from mmsearch.settings import ENV_EXPERIMENTS, StoreSettings
 from mmsearch.stores import StoreError, lite_size_warnings
 
 TRITON_START_S = 300.0
 LITE_CHECK_S, LITE_RESTART_FIRST_S, LITE_RESTART_MAX_S = 1.0, 1.0, 30.0
+MODEL_CONTROL_S = 300.0  # an unload waits for the model's requests in flight; a load starts its stubs
 
 
 @dataclass(frozen=True)
@@ -146,6 +154,10 @@ class TritonServer:
             f"--grpc-port={self.ports.grpc}",
             f"--metrics-address={self.ports.host}",
             f"--metrics-port={self.ports.metrics}",
+            # Every model loads at start as before; explicit control lets serve take `search`
+            # out of service (not ready) while its vector store is down, and back in after.
+            "--model-control-mode=explicit",
+            "--load-model=*",
             "--allow-cpu-metrics=true",
         ]
 
@@ -156,19 +168,37 @@ class TritonServer:
             env[ENV_EXPERIMENTS] = str(self.experiments)
         return env
 
+    @property
+    def http_url(self) -> str:
+        host = "127.0.0.1" if self.ports.host in ("0.0.0.0", "::") else self.ports.host
+        return f"http://{host}:{self.ports.http}"
+
     def ready(self) -> bool:
-        return http_answers(f"http://127.0.0.1:{self.ports.http}/v2/health/ready")
+        return http_answers(f"{self.http_url}/v2/health/ready")
+
+    def control(self, model: str, action: str) -> None:
+        """Load or unload a model through Triton's repository API; a failure is logged, not raised."""
+        request = urllib.request.Request(f"{self.http_url}/v2/repository/models/{model}/{action}", data=b"{}",
+                                         method="POST")
+        try:
+            urllib.request.urlopen(request, timeout=MODEL_CONTROL_S).close()
+        except OSError as exc:
+            print(f"warning: could not {action} {model}: {exc}", file=sys.stderr, flush=True)
 
     def _supervise_lite(self, port: int) -> None:
         """Restart the Milvus Lite server when it dies, on the same port (the python models
-        reconnect by themselves), with backoff; until then searches answer UNAVAILABLE."""
+        reconnect by themselves), with backoff. Meanwhile `search` is unloaded, so its ready
+        endpoint says not ready and a load balancer can send its traffic elsewhere."""
         delay = LITE_RESTART_FIRST_S
         while not self._stopping.wait(LITE_CHECK_S):
             lite = self.milvus
             if lite is None or lite.alive():
                 continue
-            print(f"warning: the Milvus Lite server exited with code {lite.process.returncode}; restarting it in "
-                  f"{delay:.0f} s (log: {lite.log_path})", file=sys.stderr, flush=True)
+            print(f"warning: the Milvus Lite server exited with code {lite.process.returncode}; `{SEARCH}` is not "
+                  f"ready until it is back; restarting it in {delay:.0f} s (log: {lite.log_path})",
+                  file=sys.stderr, flush=True)
+            if delay == LITE_RESTART_FIRST_S:  # the first failure of this outage
+                self.control(SEARCH, "unload")
             if self._stopping.wait(delay):
                 return
             try:
@@ -180,7 +210,9 @@ class TritonServer:
                 print(f"warning: restarting Milvus Lite failed: {exc}", file=sys.stderr, flush=True)
                 delay = min(delay * 2, LITE_RESTART_MAX_S)
                 continue
-            print(f"Milvus Lite server restarted on port {port}", file=sys.stderr, flush=True)
+            self.control(SEARCH, "load")
+            print(f"Milvus Lite server restarted on port {port}; `{SEARCH}` is ready again", file=sys.stderr,
+                  flush=True)
             delay = LITE_RESTART_FIRST_S
 
     def stop(self) -> None:

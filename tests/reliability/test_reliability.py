@@ -18,6 +18,7 @@ import pytest
 
 from mmsearch.client.bench.accounting import rss_mib
 from mmsearch.client.search_client import ClientError, SearchClient
+from mmsearch.processes import http_answers
 from mmsearch.settings import StoreSettings
 from mmsearch.stores import MongoDocumentStore, VectorStore
 
@@ -118,27 +119,34 @@ def test_a_killed_milvus_lite_server_is_restarted_and_nothing_is_lost(served):
                 outcomes.append(f"error: {error}")
             time.sleep(0.05)
 
+    def search_ready() -> bool:
+        return http_answers(f"http://127.0.0.1:{served['server'].ports.http}/v2/models/search/ready")
+
     loop = threading.Thread(target=search_loop)
     loop.start()
+    readiness = []
     try:
         time.sleep(1)
         killed = json.loads(settings.lite_endpoint_file.read_text())["pid"]
         os.kill(killed, signal.SIGKILL)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
+            readiness.append(search_ready())
             record = json.loads(settings.lite_endpoint_file.read_text())
-            if record["pid"] != killed and outcomes[-3:] == ["ok"] * 3:
+            if record["pid"] != killed and outcomes[-3:] == ["ok"] * 3 and readiness[-1]:
                 break
-            time.sleep(0.5)
+            time.sleep(0.2)
     finally:
         stop.set()
         loop.join()
     errors = [o for o in outcomes if o.startswith("error")]
     print(f"\n{len(outcomes)} searches around the kill: {outcomes.count('ok')} ok, {len(errors)} failed "
-          f"({errors[:1]})")
+          f"({sorted(set(e[:90] for e in errors))}); search not ready in {readiness.count(False)} of "
+          f"{len(readiness)} checks")
     assert "wrong" not in outcomes
     assert outcomes[-3:] == ["ok"] * 3, outcomes[-10:]
-    assert all("store unavailable" in e or "UNAVAILABLE" in e for e in errors)
+    assert False in readiness and readiness[-1], readiness  # not ready while down, ready after
+    assert all(re.search(r"store unavailable|UNAVAILABLE|unknown model|is not ready|not found", e) for e in errors)
     vectors = VectorStore.open(settings)
     assert vectors.count(COLLECTION, consistency="Strong") == len(DOCS)
     vectors.close()
