@@ -96,9 +96,10 @@ class StoreSettings:
             return self.milvus_uri
         endpoint = read_lite_endpoint(self.lite_endpoint_file)
         if endpoint and endpoint.get("path") == str(Path(self.milvus_uri).resolve()):
-            if lite_answers(endpoint, LITE_RESTART_WAIT_S if pid_alive(endpoint.get("owner")) else 0):
+            owner_alive = pid_alive(endpoint.get("owner"))
+            if lite_answers(endpoint, LITE_RESTART_WAIT_S if owner_alive else 0):
                 return endpoint["uri"]
-            if pid_alive(endpoint.get("owner")):  # never a second writer on a database a serve owns
+            if owner_alive:  # never a second writer on a database a serve owns
                 raise LiteServerDown(
                     f"{self.milvus_uri} belongs to `mmsearch serve` (pid {endpoint['owner']}), whose Milvus Lite "
                     f"server did not answer within {LITE_RESTART_WAIT_S:.0f} s; see {self.data_dir}/logs/"

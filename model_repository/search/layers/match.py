@@ -52,19 +52,22 @@ class Match(Layer):
     def run(self, queries: Sequence[Query]) -> None:
         """One Milvus search (nq = the group's size) per collection, filter and search settings."""
         for group in grouped(queries, self.call_key).values():
-            params = group[0].params(self.name)
-            rows = self.vectors().search_many(
-                group[0].request.collection, np.stack([query.vector for query in group]), limit=group[0].depth + 1,
-                filter=group[0].expression, search_params=params.get("search_params"),
-                with_vectors=group[0].wants_vectors, consistency=params.get("consistency", DEFAULT_CONSISTENCY))
+            first = group[0]
+            rows = self.vectors().search_many(first.request.collection, np.stack([query.vector for query in group]),
+                                              limit=first.depth + 1, **self.search_options(first))
             for query, hits in zip(group, rows, strict=True):
                 query.hits = self.cut(query, hits)
                 query.debug["candidates"] = len(query.hits)
 
-    def call_key(self, query: Query) -> tuple:
+    def search_options(self, query: Query) -> dict:
+        """What the query asks of Milvus besides its vector and limit."""
         params = query.params(self.name)
-        return (query.request.collection, query.expression, json.dumps(params.get("search_params"), sort_keys=True),
-                params.get("consistency", DEFAULT_CONSISTENCY), query.wants_vectors, query.depth)
+        return {"filter": query.expression, "search_params": params.get("search_params"),
+                "with_vectors": query.wants_vectors, "consistency": params.get("consistency", DEFAULT_CONSISTENCY)}
+
+    def call_key(self, query: Query) -> tuple:
+        """Queries with equal keys can share one Milvus search."""
+        return query.request.collection, query.depth, json.dumps(self.search_options(query), sort_keys=True)
 
     def cut(self, query: Query, hits: list[Hit]) -> list[Hit]:
         """The best `depth` hits, ties at the cut broken by id.
@@ -76,10 +79,8 @@ class Match(Layer):
         limit = query.depth + 1
         while len(hits) == limit and tied(hits[query.depth - 1], hits[-1]) and limit < MAX_DEPTH + TIE_MARGIN:
             limit = min(2 * limit + TIE_MARGIN, MAX_DEPTH + TIE_MARGIN)
-            params = query.params(self.name)
-            hits = self.vectors().search(query.request.collection, query.vector, limit=limit, filter=query.expression,
-                                         search_params=params.get("search_params"), with_vectors=query.wants_vectors,
-                                         consistency=params.get("consistency", DEFAULT_CONSISTENCY))
+            hits = self.vectors().search(query.request.collection, query.vector, limit=limit,
+                                         **self.search_options(query))
         return sorted(hits, key=lambda hit: (-round(hit.score, TIE_DECIMALS), hit.id))[: query.depth]
 
 
