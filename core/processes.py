@@ -147,18 +147,22 @@ def start_ready(
     return process
 
 
-def run_until_signalled() -> None:
-    """Block until Ctrl-C or SIGTERM."""
-    stop = {"now": False}
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """While inside, SIGTERM raises KeyboardInterrupt, so a server stops (and cleans up) alike
+    on Ctrl-C and on SIGTERM, whenever it comes: also between printing "ready" and waiting."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
 
-    def handler(signum, frame):
-        stop["now"] = True
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        while not stop["now"]:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+        yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def run_until_signalled() -> None:
+    """Block until Ctrl-C or SIGTERM."""
+    with sigterm_as_interrupt(), contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(0.5)

@@ -9,6 +9,7 @@ Triton models and a concurrent `mmsearch index` share one database.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -29,7 +30,15 @@ from mmsearch.model_repository.contract import (
     DEFAULT_METRICS_PORT,
     SEARCH,
 )
-from mmsearch.processes import ManagedProcess, ServerError, check_port_free, http_answers, run_until_signalled, wait_for
+from mmsearch.processes import (
+    ManagedProcess,
+    ServerError,
+    check_port_free,
+    http_answers,
+    run_until_signalled,
+    sigterm_as_interrupt,
+    wait_for,
+)
 from mmsearch.settings import ENV_EXPERIMENTS, StoreSettings
 from mmsearch.stores import StoreError, lite_size_warnings
 
@@ -236,18 +245,20 @@ def serve(repository: Path, settings: StoreSettings, ports: Ports, experiments: 
     """`mmsearch serve`: Triton in the foreground until Ctrl-C or SIGTERM."""
     server = TritonServer(repository, settings, ports, experiments)
     print(f"starting tritonserver on {server.repository} (log: {server.log_path})", flush=True)
-    server.start()
-    try:
+    with sigterm_as_interrupt():
+        server.start()
         try:
-            warnings = lite_size_warnings(settings)
-        except StoreError as exc:  # a size check must never stop a server that is up
-            warnings = [f"could not read the collections' sizes: {exc}"]
-        for warning in warnings:
-            print(f"warning: {warning}", file=sys.stderr, flush=True)
-        print(f"mmsearch serve: ready on HTTP {ports.host}:{ports.http}, gRPC {ports.host}:{ports.grpc}, "
-              f"metrics {ports.host}:{ports.metrics} (vectors: {settings.milvus_uri}; "
-              f"documents: {settings.mongo_uri or settings.sqlite_path})", flush=True)
-        run_until_signalled()
-    finally:
-        print("stopping tritonserver", flush=True)
-        server.stop()
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C or SIGTERM once up: a clean stop, exit 0
+                try:
+                    warnings = lite_size_warnings(settings)
+                except StoreError as exc:  # a size check must never stop a server that is up
+                    warnings = [f"could not read the collections' sizes: {exc}"]
+                for warning in warnings:
+                    print(f"warning: {warning}", file=sys.stderr, flush=True)
+                print(f"mmsearch serve: ready on HTTP {ports.host}:{ports.http}, gRPC {ports.host}:{ports.grpc}, "
+                      f"metrics {ports.host}:{ports.metrics} (vectors: {settings.milvus_uri}; "
+                      f"documents: {settings.mongo_uri or settings.sqlite_path})", flush=True)
+                run_until_signalled()
+        finally:
+            print("stopping tritonserver", flush=True)
+            server.stop()
