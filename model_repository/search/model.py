@@ -137,7 +137,7 @@ class TritonPythonModel:
                 optional_bytes(request, IMAGE),
             )
         except MmsearchError as exc:
-            return exc
+            return exc.detached()
 
 
 def error_code(error: MmsearchError) -> int:

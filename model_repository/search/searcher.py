@@ -126,7 +126,7 @@ class Searcher:
                 request.validate(self.max_top_k, self.max_query_chars)
                 queries.append((position, self._guarded(lambda request=request: self._prepare(request))))
             except SearchError as exc:
-                outcomes[position] = exc
+                outcomes[position] = exc.detached()
         if queries:
             for position, outcome in zip([p for p, _ in queries], self._run([q for _, q in queries], started),
                                          strict=True):
@@ -192,7 +192,7 @@ class Searcher:
                 timings[layer.stage] = round((time.perf_counter() - mark) * 1000, 3)
         except SearchError as exc:  # a store or ranker failure fails every request still running
             for query in queries:
-                query.error = query.error or exc
+                query.error = query.error or exc.detached()
         timings["total"] = round((time.perf_counter() - started) * 1000, 3)
         outcomes = []
         for query in queries:

@@ -1,5 +1,8 @@
 """The retrieval layers without a server: fake embedder and stores, real validation and flow."""
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 
@@ -345,6 +348,27 @@ def test_an_unreadable_image_fails_only_its_own_request():
     assert isinstance(broken, SearchError) and "not an image" in str(broken)
     assert [hit["id"] for hit in fine["hits"]] == ["a", "b"]
     assert embed_calls == [("clip_image_embed", "IMAGE", [b"\x89PNG"])]  # the batch failed, then one by one
+
+
+@pytest.mark.parametrize("make, overrides", [
+    (lambda: batch_searcher([], [], []), {"top_k": 0}),
+    (lambda: batch_searcher([], [], []), {"collection": "photos", "query": "", "image": b"broken"}),
+    (lambda: make_searcher(fail=True), {}),
+], ids=["refused", "unreadable image", "store down"])
+def test_a_failed_request_is_freed_without_the_garbage_collector(make, overrides):
+    """A kept traceback holds the request in a cycle until a collection: in Triton each refused
+    100 MB query held its 100 MB (and its input tensor) for good (issue 12)."""
+    searcher = make()
+    bad = request(**overrides)
+    batch, gone = [bad, request(collection="photos", query="", image=b"\x89PNG")], weakref.ref(bad)
+    gc.disable()
+    try:
+        outcomes = searcher.search_many(batch)
+        assert isinstance(outcomes[0], SearchError)
+        del bad, batch, outcomes
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 def test_a_tie_across_the_cut_asks_that_query_again_deeper():

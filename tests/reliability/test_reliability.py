@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -171,6 +172,44 @@ def test_documents_with_dollar_keys_re_index_into_mongodb(tmp_path, exported_rep
 
 
 LOAD_S, LOAD_CONCURRENCY, RSS_MARGIN_MIB = 60, 8, 64
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """RssAnon and VmRSS (which counts shared memory too) of a process and its children: for
+    tritonserver, the python backend stubs (the tensors they get sit in shared memory)."""
+    totals = {"RssAnon": 0.0, "VmRSS": 0.0}
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for process in [pid, *map(int, children)]:
+        for line in Path(f"/proc/{process}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in totals:
+                totals[key] += int(value.split()[0]) / 1024
+    return totals
+
+
+BIG_QUERY_MIB = 50
+
+
+def test_oversized_queries_are_refused_and_leave_no_memory_behind(served):
+    """Triton 2.51 has no request-size cap at its frontends, so the model is the first to refuse;
+    a refused request must then free what it held (each once kept all of it, issue 12)."""
+    big = "a" * (BIG_QUERY_MIB << 20)
+
+    def attack(times: int):
+        for _ in range(times):
+            status, body = http_search(served, big)
+            assert status == 400 and "characters long; the limit is" in body["error"]
+
+    attack(2)  # the python backend's shared memory grows once to hold such a request, then is reused
+    before = memory_mib(served["server"].triton.process.pid)
+    attack(10)
+    after = memory_mib(served["server"].triton.process.pid)
+    print(f"\nten {BIG_QUERY_MIB} MiB queries: tritonserver + stubs anon {before['RssAnon']:.0f} -> "
+          f"{after['RssAnon']:.0f} MiB, RSS {before['VmRSS']:.0f} -> {after['VmRSS']:.0f} MiB")
+    assert after["RssAnon"] - before["RssAnon"] < BIG_QUERY_MIB
+    # at most one request's shared memory more per search stub, counted in the stub and in tritonserver
+    assert after["VmRSS"] - before["VmRSS"] < 5 * BIG_QUERY_MIB
+    assert served["client"].search("kernel modules", COLLECTION, 3)["hits"]
 
 
 def same_hits(got: list[dict], expected: list[dict]) -> bool:

@@ -57,7 +57,8 @@ class QueryProcessing(Layer):
             except SearchError as exc:
                 # One bad input (an unreadable image) fails the call: embed one by one so that
                 # only its own request fails.
-                vectors = [exc] if len(group) == 1 else [self._embed_one(model, input_name, q) for q in group]
+                one_by_one = [self._embed_one(model, input_name, q) for q in group] if len(group) > 1 else None
+                vectors = one_by_one or [exc.detached()]
             for query, vector in zip(group, vectors, strict=True):
                 if isinstance(vector, SearchError):
                     query.error = vector
@@ -68,4 +69,4 @@ class QueryProcessing(Layer):
         try:
             return self.embed(model, input_name, [self.payload(query)])[0]
         except SearchError as exc:
-            return exc
+            return exc.detached()
