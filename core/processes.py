@@ -63,6 +63,23 @@ def check_port_free(port: int, flag: str) -> None:
             ) from None
 
 
+def wait_until_bindable(ports: list[int], timeout: float) -> bool:
+    """Whether every port could be bound, as a server that does not set SO_REUSEADDR binds it,
+    within `timeout`: after a crash the killed server's connections hold its ports in TIME_WAIT
+    for up to a minute."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            for port in ports:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+
+
 def http_answers(url: str, body: bytes | None = None, timeout: float = 1.0) -> bool:
     """Whether `url` answers a GET (with `body`, stripped, when given): a health check."""
     try:

@@ -8,10 +8,12 @@ upserts, so indexing the same input twice leaves the same collection.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple, Protocol
 
@@ -61,7 +63,11 @@ class StoreRejected(StoreError):
 
 
 # pymilvus reports a dead server with its generic MilvusException; only the message tells.
-UNREACHABLE = re.compile(r"connect|unavailable|deadline|timed? ?out|closed channel", re.IGNORECASE)
+# The last three: a Milvus server back from a crash still routes to the sessions of its dead
+# components (for up to a minute) until their leases expire.
+UNREACHABLE = re.compile(r"connect|unavailable|deadline|timed? ?out|closed channel|node not (found|match)|"
+                         r"session not found", re.IGNORECASE)
+FLUSH_RETRY_S = 90
 
 
 def milvus_failure(exc: BaseException) -> type[StoreError]:
@@ -138,6 +144,10 @@ class VectorStore:
     def __init__(self, uri: str, timeout: float = 10.0):
         from pymilvus import MilvusClient
 
+        # pymilvus logs every failed call with its traceback (150 lines for one dead server);
+        # each failure reaches the caller as a StoreError with the reason, so the log only repeats it.
+        for logger in ("pymilvus", "pymilvus.milvus_client"):
+            logging.getLogger(logger).setLevel(logging.CRITICAL)
         try:
             self.client = MilvusClient(uri=uri, timeout=timeout)
         except Exception as exc:  # pymilvus raises several types for "cannot connect"
@@ -152,13 +162,20 @@ class VectorStore:
         except LiteServerDown as exc:
             raise StoreUnavailable(str(exc)) from None
 
-    def _call(self, action: str, fn):
-        try:
-            return fn()
-        except _vendor_errors() as exc:
-            failure = milvus_failure(exc)
-            verb = "refused to" if failure is StoreRejected else "failed to"
-            raise failure(f"Milvus at {self.uri} {verb} {action}: {exc.__class__.__name__}: {exc}") from exc
+    def _call(self, action: str, fn, retry_s: float = 0.0):
+        """fn(); a vendor error becomes a StoreError. With `retry_s`, an unavailable store is
+        tried again for that long (for idempotent calls only)."""
+        deadline = time.monotonic() + retry_s
+        while True:
+            try:
+                return fn()
+            except _vendor_errors() as exc:
+                failure = milvus_failure(exc)
+                if failure is StoreUnavailable and time.monotonic() < deadline:
+                    time.sleep(1.0)
+                    continue
+                verb = "refused to" if failure is StoreRejected else "failed to"
+                raise failure(f"Milvus at {self.uri} {verb} {action}: {exc.__class__.__name__}: {exc}") from exc
 
     def close(self) -> None:
         # An idle client's keepalive pings make Milvus Lite's server send GOAWAY noise.
@@ -258,7 +275,9 @@ class VectorStore:
         return int(self._call("upsert", lambda: self.client.upsert(name, rows))["upsert_count"])
 
     def flush(self, name: str) -> None:
-        self._call("flush", lambda: self.client.flush(name))
+        """Seal what was written. The last step of an index run: worth waiting for a server that
+        is coming back rather than failing a run whose every row is written."""
+        self._call("flush", lambda: self.client.flush(name), retry_s=FLUSH_RETRY_S)
 
     def load(self, name: str) -> None:
         """Collections come back released after a Milvus (Lite) restart; load once per client."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -48,13 +49,31 @@ def exported_repository(tmp_path_factory) -> Path:
     return repo
 
 
-class MongoWireServer:
-    """SecantusDB, a real MongoDB-wire server on WiredTiger, owned by a test: start() again after stop()
-    reopens the same storage."""
+class StoreServer:
+    """A store server owned by the tests, on one port and one storage path for the session:
+    start() again after stop() or kill() is the same server with the same data."""
 
     def __init__(self, base: Path):
         self.base, self.port, self.process = base, free_port(), None
-        self.uri = f"mongodb://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop(60)  # the storage path is reused only after it is gone
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would: no chance to flush or close."""
+        os.killpg(self.process.process.pid, signal.SIGKILL)
+        self.process.stop(60)
+        self.process = None
+
+
+class MongoWireServer(StoreServer):
+    """SecantusDB, a real MongoDB-wire server on WiredTiger."""
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}"
 
     def start(self) -> MongoWireServer:
         args = [str(BIN / "secantusd-py"), "--host", "127.0.0.1", "--port", str(self.port),
@@ -63,10 +82,17 @@ class MongoWireServer:
                                    lambda: port_is_open("127.0.0.1", self.port), MONGO_START_S)
         return self
 
-    def stop(self) -> None:
-        if self.process:
-            self.process.stop(60)  # the storage path is reused only after it is gone
-        self.process = None
+
+class MilvusServer(StoreServer):
+    """The real Milvus 2.3 standalone server from the `milvus` wheel (embedded etcd, local storage)."""
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MilvusServer:
+        self.process, _ = start_milvus_server(self.base / "data", self.base / "milvus-server.log", self.port)
+        return self
 
 
 @pytest.fixture(scope="session")
@@ -78,14 +104,11 @@ def mongo_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def milvus_server(tmp_path_factory):
-    """The real Milvus 2.3 standalone server from the `milvus` wheel (embedded etcd, local storage)."""
     if milvus_server_healthy():
         pytest.fail("a Milvus server is already running on :9091; stop it so the test owns its own")
-    base = tmp_path_factory.mktemp("milvus")
-    process, uri = start_milvus_server(base / "data", base / "milvus-server.log")
-    process.uri = uri
-    yield process
-    process.stop(60)
+    service = MilvusServer(tmp_path_factory.mktemp("milvus")).start()
+    yield service
+    service.stop()
 
 
 @pytest.fixture(scope="session")

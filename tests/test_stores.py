@@ -96,3 +96,5 @@ def test_milvus_failures_are_told_apart_from_outages():
     assert milvus_failure(MilvusException(2, "Fail connecting to server on 127.0.0.1:1")) is StoreUnavailable
     assert milvus_failure(Rpc(grpc.StatusCode.UNAVAILABLE)) is StoreUnavailable
     assert milvus_failure(ConnectionRefusedError()) is StoreUnavailable
+    recovering = "session not found->datanode-1: node not found[node=1]: unrecoverable error"  # after a crash
+    assert milvus_failure(MilvusException(65535, recovering)) is StoreUnavailable
