@@ -23,9 +23,12 @@ demo: install
 	$(BIN)/mmsearch demo
 
 # Debian packages the tests need, as PACKAGE=a file it installs: the FAQ corpus, the UI test's
-# browser and the library perf_analyzer links (for mmsearch bench).
+# browser, the library perf_analyzer links (for mmsearch bench) and the Debian books that
+# `mmsearch tune --corpus debian-docs` trains on.
 TEST_DEB_PACKAGES := debian-faq=/usr/share/doc/debian/FAQ/index.en.html chromium=/usr/bin/chromium \
-	libb64-0d=/usr/lib/x86_64-linux-gnu/libb64.so.0d
+	libb64-0d=/usr/lib/x86_64-linux-gnu/libb64.so.0d \
+	debian-reference-en=/usr/share/debian-reference/index.en.html \
+	debian-handbook=/usr/share/doc/debian-handbook/html/en-US/index.html
 
 # The static checks first: they take seconds, the tests take minutes.
 test: install

@@ -1,7 +1,8 @@
 """The `mmsearch` command line: one click command per verb, each one call into its stage.
 
-    export -> mmsearch.export.build     index -> mmsearch.indexer.run    search, eval -> mmsearch.client
-    serve  -> mmsearch.tritonserver     ui -> mmsearch.ui    demo -> client.demo    bench -> client.bench.run
+    export -> mmsearch.export.build     tune -> mmsearch.export.tune     index -> mmsearch.indexer.run
+    search, eval -> mmsearch.client     serve -> mmsearch.tritonserver   ui -> mmsearch.ui
+    demo -> client.demo                 bench -> client.bench.run
 
 A failure the project expects (an MmsearchError) is printed as one line on stderr, exit 1.
 """
@@ -19,6 +20,7 @@ from mmsearch import settings as env
 from mmsearch.client.search_client import PROTOCOLS, connect, search_params
 from mmsearch.errors import MmsearchError
 from mmsearch.export.build import DEFAULT_CLIP_MODEL
+from mmsearch.export.tune import CORPORA as TUNE_CORPORA
 from mmsearch.jsonl import ON_ERROR, read_queries
 from mmsearch.model_repository import contract
 from mmsearch.settings import StoreSettings
@@ -88,6 +90,7 @@ def cli() -> None:
 
     \b
     Typical flow:
+      mmsearch tune --corpus debian-docs --out tuned # optional: fine-tune the text encoder
       mmsearch export --repository repository        # HF model -> ONNX -> Triton repository
       mmsearch serve --repository repository         # runs Triton (Ctrl-C stops it)
       mmsearch index --input docs.jsonl --collection docs --text-field text
@@ -117,6 +120,43 @@ def export(text_model, clip_model, clip_text_model, repository, backend, device,
 
     options = ExportOptions(Path(repository), text_model, clip_model, clip_text_model, backend, device, precision)
     export_repository(options)
+
+
+@cli.command()
+@click.option("--pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help='JSON-lines of {"query": ..., "positive": ...} with an optional "negative".')
+@click.option("--corpus", type=click.Choice(TUNE_CORPORA),
+              help="Build the pairs instead: debian-docs = section titles -> their text from the Debian Reference and "
+              "the Debian Handbook (never the FAQ); written to OUT/pairs.jsonl.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the tuned model (and tune_report.json).")
+@click.option("--base-model", default=None,
+              help="Sentence-transformers model to start from: hub name or local dir [default: all-MiniLM-L6-v2].")
+@click.option("--epochs", default=1, show_default=True, type=click.IntRange(1, 100))
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(2, 4096),
+              help="Pairs per batch; each query's in-batch negatives are the other positives.")
+@click.option("--learning-rate", default=2e-5, show_default=True, type=click.FloatRange(0, 1, min_open=True))
+@click.option("--warmup", default=0.1, show_default=True, type=click.FloatRange(0, 1),
+              help="Fraction of the steps over which the learning rate rises linearly.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the dev split, the order and the init.")
+@click.option("--dev-fraction", default=0.1, show_default=True, type=click.FloatRange(0.01, 0.5),
+              help="Pairs held out to score each epoch (MRR, R@1); the best epoch is kept.")
+@click.option("--hard-negatives", default=0, show_default=True, type=click.IntRange(0, 1000), metavar="K",
+              help="Give each pair without a negative one mined from the base model's top K (0: in-batch only).")
+@click.option("--max-seq-length", type=click.IntRange(8, 8192), help="Truncate texts to this many tokens "
+              "[default: the model's own].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def tune(pairs, corpus, out, base_model, epochs, batch_size, learning_rate, warmup, seed, dev_fraction, hard_negatives,
+         max_seq_length, device) -> None:
+    """Fine-tune the text bi-encoder on in-domain pairs; the result is a model directory for
+    `mmsearch export --text-model DIR`."""
+    from mmsearch.export.tune import TuneOptions
+    from mmsearch.export.tune import tune as run_tune
+
+    options = TuneOptions(out, pairs, corpus, base_model, epochs, batch_size, learning_rate, warmup, seed, dev_fraction,
+                          hard_negatives, max_seq_length, device)
+    report = run_tune(options, progress=sys.stderr.isatty(), log=lambda line: click.echo(line, err=True))
+    click.echo(report.summary())
 
 
 @cli.command()

@@ -4,6 +4,8 @@
   document per numbered section; each section heading doubles as an eval query
   whose relevant document is that section, so the searchable field is the
   answer text and retrieval quality can be measured without hand labels.
+* ``debian_doc_pairs()``: title -> text training pairs from the Debian Reference and the
+  Debian Administrator's Handbook (never the FAQ, which is the evaluation set).
 * ``chatterbot_english()``: the English Q&A pairs of ``chatterbot-corpus``.
 """
 from __future__ import annotations
@@ -147,6 +149,45 @@ def debian_faq(root: Path | None = None, lang: str = "en") -> FaqDataset:
         by_query.setdefault(doc["question"], []).append(doc["id"])
     queries = [{"query": q, "relevant": ids} for q, ids in by_query.items()]
     return FaqDataset(documents=documents, queries=queries)
+
+
+# Debian documentation that is not the FAQ: training pairs for `mmsearch tune`, so that the FAQ
+# stays a fair test. Both are DocBook HTML with numbered section headings, like the FAQ.
+DEBIAN_DOCS = {
+    "debian-reference": ("debian-reference-en", Path("/usr/share/debian-reference"), "*.en.html"),
+    "debian-handbook": ("debian-handbook", Path("/usr/share/doc/debian-handbook/html/en-US"), "*.html"),
+}
+PAIR_MIN_WORDS = 20  # a shorter body is a header over its subsections or a stub
+PAIR_MAX_WORDS = 200  # past what the encoder reads (256 tokens) anyway
+
+
+def _numbered_sections(page: Path):
+    parser = _ChapterParser()
+    parser.feed(page.read_text(encoding="utf-8"))
+    parser.close()
+    for number, title, body in parser.sections:
+        yield number, title, _norm("".join(body))
+
+
+def debian_doc_pairs(roots: dict[str, Path] | None = None) -> list[dict]:
+    """(section title -> its text) pairs from the Debian Reference and the Debian Administrator's
+    Handbook: {"query", "positive", "source"}. A title that occurs twice is kept once, so that no
+    pair is another's in-batch negative. `roots` overrides where each book is installed."""
+    pairs, seen = [], set()
+    for book, (package, default_root, pattern) in DEBIAN_DOCS.items():
+        root = Path((roots or {}).get(book, default_root))
+        pages = sorted(p for p in root.glob(pattern) if not p.name.startswith("index."))
+        if not pages:
+            raise FileNotFoundError(f"{book} not found under {root}: install it with `apt-get install -y {package}`")
+        for page in pages:
+            for number, title, text in _numbered_sections(page):
+                words = text.split()
+                if len(words) < PAIR_MIN_WORDS or title.lower() in seen:
+                    continue
+                seen.add(title.lower())
+                pairs.append({"query": title, "positive": " ".join(words[:PAIR_MAX_WORDS]),
+                              "source": f"{book} {number}"})
+    return pairs
 
 
 def chatterbot_english() -> list[dict]:

@@ -95,3 +95,21 @@ def test_zh_if_installed():
         pytest.skip("debian-faq-zh-cn not installed")
     ds = debian_faq(lang="zh")
     assert len(ds.documents) >= 100 and ds.documents[0]["id"] == "faq-1.1"
+
+
+def test_debian_doc_pairs_are_titles_to_their_text_outside_the_faq(faq):
+    try:
+        pairs = datasets.debian_doc_pairs()
+    except FileNotFoundError as e:  # `make test` installs debian-reference-en and debian-handbook first
+        pytest.fail(str(e))
+    assert len(pairs) >= 800
+    assert {p["source"].split()[0] for p in pairs} == {"debian-reference", "debian-handbook"}
+    assert len({p["query"].lower() for p in pairs}) == len(pairs)  # no pair is another's in-batch negative
+    assert all(datasets.PAIR_MIN_WORDS <= len(p["positive"].split()) <= datasets.PAIR_MAX_WORDS for p in pairs)
+    faq_answers = {d["answer"][:100] for d in faq.documents}
+    assert not any(p["positive"][:100] in faq_answers for p in pairs)
+
+
+def test_debian_doc_pairs_name_the_missing_package(tmp_path):
+    with pytest.raises(FileNotFoundError, match="apt-get install -y debian-reference-en"):
+        datasets.debian_doc_pairs({"debian-reference": tmp_path})
