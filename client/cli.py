@@ -114,12 +114,26 @@ def cli() -> None:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
               help="fp16 uses TensorRT (needs --device cuda --backend onnxruntime).")
-def export(text_model, clip_model, clip_text_model, repository, backend, device, precision) -> None:
+@click.option("--name", default=None, metavar="NAME_embed",
+              help="Serve --text-model beside the others under this name (e.g. a tuned one: tuned_text_embed) "
+              "[default: text_embed].")
+@click.option("--load", is_flag=True, help="Then load the new models into the Triton at --url, which serves this "
+              "repository: no restart.")
+@client_options
+def export(text_model, clip_model, clip_text_model, repository, backend, device, precision, name, load, url,
+           protocol) -> None:
     """Export encoders to ONNX (checked against PyTorch) and render a Triton model repository."""
     from mmsearch.export.build import ExportOptions, export_repository
 
-    options = ExportOptions(Path(repository), text_model, clip_model, clip_text_model, backend, device, precision)
-    export_repository(options)
+    client = connect(url, protocol) if load else None
+    if client:
+        client.require_ready()  # before minutes of export, not after
+    options = ExportOptions(Path(repository), text_model, clip_model, clip_text_model, backend, device, precision,
+                            name)
+    models = [model for model in export_repository(options) if model != contract.SEARCH]  # search keeps serving
+    if client:
+        client.load(models)
+        click.echo(f"loaded {', '.join(models)} into Triton at {url}")
 
 
 @cli.command()
@@ -193,21 +207,61 @@ def serve(repository, experiments, ports, milvus_uri, mongo_uri, data_dir) -> No
 @click.option("--recreate", is_flag=True, help="Drop the collection first.")
 @click.option("--index-type", type=click.Choice(["FLAT", "HNSW", "IVF_FLAT"]), default="FLAT", show_default=True,
               help="Milvus index for a new collection (FLAT is exact).")
+@click.option("--model", default=None, help="Text encoder (*_embed model on the server) [default: the one the live "
+              "collection was built with, else text_embed]. Another model builds a new collection beside the live "
+              "one, for `mmsearch rollout`.")
 @client_options
 @store_options
 def index(input_path, collection, modality, text_field, path_field, id_field, batch_size, concurrency, on_error,
-          recreate, index_type, url, protocol, milvus_uri, mongo_uri, data_dir) -> None:
-    """Embed a corpus (JSON-lines text, or images) through Triton and write it to Milvus and the document store."""
+          recreate, index_type, model, url, protocol, milvus_uri, mongo_uri, data_dir) -> None:
+    """Embed a corpus (JSON-lines text, or images) through Triton and write it to Milvus and the document store.
+
+    COLLECTION is an alias over a physical collection that records its model (see `mmsearch collections`)."""
     from mmsearch.indexer.pipeline import IndexOptions
     from mmsearch.indexer.run import run_index
 
     if Path(input_path).is_dir() and modality != "image":
         raise click.UsageError("a folder as --input needs --modality image")
     options = IndexOptions(collection, modality, text_field, id_field, path_field, batch_size, concurrency, on_error,
-                           recreate, index_type)
+                           recreate, index_type, model)
     settings = StoreSettings.resolve(data_dir, milvus_uri, mongo_uri)
     report = run_index(connect(url, protocol), settings, Path(input_path), options, progress=sys.stderr.isatty())
     click.echo(report.summary())
+
+
+@cli.command()
+@click.argument("collection")
+@click.option("--to", "to", metavar="PHYSICAL", help="Physical collection to switch COLLECTION to.")
+@click.option("--rollback", is_flag=True, help="Switch COLLECTION back to where the last rollout moved it from.")
+@store_options
+def rollout(collection, to, rollback, milvus_uri, mongo_uri, data_dir) -> None:
+    """Switch the alias COLLECTION to another physical collection in one step (no downtime).
+
+    Each search embeds its query with the model of the collection that answers it, so queries and
+    documents never meet through two encoders, during the switch either."""
+    from mmsearch.indexer.collections import managed
+
+    if bool(to) == rollback:
+        raise click.UsageError("give --to PHYSICAL or --rollback")
+    with managed(StoreSettings.resolve(data_dir, milvus_uri, mongo_uri)) as collections:
+        click.echo(collections.rollback(collection) if rollback else collections.rollout(collection, to))
+
+
+@cli.command()
+@click.option("--drop", metavar="PHYSICAL", help="Drop this physical collection (refused while an alias uses it).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per collection.")
+@store_options
+def collections(drop, as_json, milvus_uri, mongo_uri, data_dir) -> None:
+    """List physical collections: the aliases on them, their model, modality, dimension and size."""
+    from mmsearch.client.display import format_collections
+    from mmsearch.indexer.collections import managed
+
+    with managed(StoreSettings.resolve(data_dir, milvus_uri, mongo_uri)) as store:
+        if drop:
+            click.echo(store.drop(drop))
+            return
+        rows = store.list()
+    click.echo("\n".join(json.dumps(row) for row in rows) if as_json else format_collections(rows))
 
 
 @cli.command()

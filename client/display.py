@@ -31,3 +31,15 @@ def format_result(result: dict) -> str:
         if snippet:
             lines.append(f"        {snippet}")
     return "\n".join(lines)
+
+
+def format_collections(rows: list[dict]) -> str:
+    """`mmsearch collections` as a table: the live ones show the aliases users search."""
+    if not rows:
+        return "no collections"
+    header = ("collection", "aliases", "model", "modality", "dim", "vectors")
+    table = [header] + [(row["collection"], ", ".join(row["aliases"]) or "-", row["model"], row["modality"],
+                         str(row["dim"]), str(row["vectors"])) for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+                     for line in table)

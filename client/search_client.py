@@ -96,6 +96,12 @@ class SearchClient:
             return {model.name: model.state or "UNKNOWN" for model in index.models}
         return {model["name"]: model.get("state", "UNKNOWN") for model in index}
 
+    def load(self, models: Sequence[str]) -> None:
+        """Load (or reload) models from the server's repository, in order: a running server picks up
+        models written after it started (it runs in explicit model-control mode)."""
+        for model in models:
+            self._call(f"loading {model}", lambda model=model: self._client.load_model(model))
+
     def catalog(self) -> list[dict]:
         """The collections the server can search, with size, modality and experiment arms."""
         return self.search("", "", params={"catalog": True})["collections"]

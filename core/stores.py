@@ -197,7 +197,26 @@ class VectorStore:
         described = self._call("describe a collection", lambda: self.client.describe_collection(name))
         return CollectionInfo.from_json(described.get("properties", {}).get(INFO_PROPERTY))
 
-    def _record(self, name: str, info: CollectionInfo) -> None:
+    def physical(self, name: str) -> str:
+        """The collection behind `name`: the one an alias points to, or `name` itself."""
+        self.require(name)
+        described = self._call("describe a collection", lambda: self.client.describe_collection(name))
+        return str(described.get("collection_name") or name)
+
+    def aliases(self) -> dict[str, str]:
+        """Every alias and the collection it points to."""
+        return {alias: name for name in self.collections()
+                for alias in self._call("list aliases", lambda name=name: self.client.list_aliases(name))["aliases"]}
+
+    def point_alias(self, alias: str, name: str) -> None:
+        """Make `alias` name collection `name`: created, or switched in one step (searches see the
+        old collection or the new one, never neither)."""
+        if alias in self.aliases():
+            self._call("switch an alias", lambda: self.client.alter_alias(name, alias))
+        else:
+            self._call("create an alias", lambda: self.client.create_alias(name, alias))
+
+    def record(self, name: str, info: CollectionInfo) -> None:
         properties = {INFO_PROPERTY: info.to_json()}
         self._call(
             "record collection info", lambda: self.client.alter_collection_properties(name, properties=properties)
@@ -252,7 +271,11 @@ class VectorStore:
         return self._call("read the compaction state", lambda: self.client.get_compaction_state(job))
 
     def drop(self, name: str) -> None:
+        """Drop a collection (behind an alias: the alias and the collection it points to)."""
         if self.has(name):
+            name = self.physical(name)
+            for alias in self._call("list aliases", lambda: self.client.list_aliases(name))["aliases"]:
+                self._call("drop an alias", lambda alias=alias: self.client.drop_alias(alias))
             self._call("drop a collection", lambda: self.client.drop_collection(name))
         self._loaded.discard(name)
 
@@ -260,7 +283,7 @@ class VectorStore:
         """Record scalar fields written to the collection: the fields filters may name."""
         info = self.info(name)
         if not fields <= set(info.fields or ()):
-            self._record(name, info.with_fields(fields))
+            self.record(name, info.with_fields(fields))
 
     def upsert(self, name: str, ids: Sequence[str], vectors: np.ndarray, documents: Sequence[dict], skip: set[str],
                fresh: bool = False) -> int:
@@ -494,7 +517,8 @@ def lite_size_warnings(settings: StoreSettings) -> list[str]:
         return []
     vectors = VectorStore.open(settings)
     try:
-        sizes = {name: vectors.count(name) for name in vectors.collections()}
+        named = {physical: alias for alias, physical in vectors.aliases().items()}  # the names users search
+        sizes = {named.get(name, name): vectors.count(name) for name in vectors.collections()}
     finally:
         vectors.close()
     return [warning for name, size in sorted(sizes.items()) if (warning := lite_size_warning(settings, name, size))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,6 +24,20 @@ class ExportOptions:
     backend: str = "auto"
     device: str = "cpu"
     precision: str = "fp32"
+    name: str | None = None  # the text tower's ensemble, e.g. tuned_text_embed [default: text_embed]
+
+
+def named_text_tower(name: str | None) -> TextTower:
+    """`--name P_embed` gives the models P_tokenizer, P_encoder and the ensemble P_embed."""
+    if name is None:
+        return TEXT_TOWER
+    prefix = name.removesuffix("_embed")
+    if not name.endswith("_embed") or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", prefix):
+        raise ExportError(f"--name {name!r}: give NAME_embed (letters, digits, underscores), e.g. tuned_text_embed; "
+                          "its tokenizer and encoder become NAME_tokenizer and NAME_encoder")
+    if name in (CLIP_TEXT_TOWER.embed, CLIP_IMAGE_EMBED):
+        raise ExportError(f"--name {name!r} is the CLIP tower's name")
+    return TextTower(prefix)
 
 
 def export_text(source: str, repo: Path, options: ServingOptions, tower: TextTower = TEXT_TOWER) -> list[str]:
@@ -72,6 +87,9 @@ def export_repository(options: ExportOptions) -> list[str]:
 
     if options.clip_text_model and not options.clip_model:
         raise ExportError("--clip-text-model needs --clip-model (the image tower it was aligned to)")
+    tower = named_text_tower(options.name)
+    if options.name and not options.text_model:
+        raise ExportError("--name names a text tower: give it with --text-model")
     serving = ServingOptions(
         backend=resolve_backend(options.backend), device=options.device, precision=options.precision
     )
@@ -81,7 +99,7 @@ def export_repository(options: ExportOptions) -> list[str]:
     started = time.perf_counter()
     models = []
     if options.text_model or not options.clip_model:
-        models += export_text(options.text_model or default_text_model(), repo, serving)
+        models += export_text(options.text_model or default_text_model(), repo, serving, tower)
     if options.clip_model:
         models += export_clip_towers(options.clip_model, repo, serving, options.clip_text_model)
     models += render_search_model(repo, serving)

@@ -37,6 +37,13 @@ class IndexOptions:
     on_error: str = "skip"
     recreate: bool = False
     index_type: str = "FLAT"
+    model: str | None = None  # text: the *_embed model [default: the live collection's, else text_embed]
+    physical: str = ""  # the Milvus collection the vectors go to [default: `collection`]
+    switch_alias: bool = False  # point the alias `collection` at `physical` once all is written
+
+    @property
+    def vectors_name(self) -> str:
+        return self.physical or self.collection
 
 
 @dataclass
@@ -49,6 +56,7 @@ class IndexReport:
     collection_size: int = 0
     documents_stored: int = 0
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what the user should know or do next
 
     def absorb(self, read: JsonLines) -> None:
         """Count what reading the input file found."""
@@ -65,7 +73,7 @@ class IndexReport:
             f"indexed {self.written} documents into '{self.collection}' in {self.seconds:.1f} s "
             f"({self.docs_per_s:.1f} docs/s); {len(self.skipped)} skipped, {self.duplicates} duplicate ids replaced; "
             f"collection now holds {self.collection_size} vectors and {self.documents_stored} documents"
-        )
+        ) + "".join(f"\n{note}" for note in self.notes)
 
 
 def batches(items: Sequence, size: int) -> list[Sequence]:
@@ -84,7 +92,7 @@ def write_batch(documents: Sequence[dict], embedded: np.ndarray, vectors: Vector
     StoreError (a store down, a disk full) is left to the caller."""
     def write(docs: Sequence[dict], rows: np.ndarray) -> None:
         store.upsert(options.collection, docs)
-        vectors.upsert(options.collection, [doc["id"] for doc in docs], rows, docs, skip={options.text_field})
+        vectors.upsert(options.vectors_name, [doc["id"] for doc in docs], rows, docs, skip={options.text_field})
 
     if not documents:
         return []
@@ -135,15 +143,17 @@ def index_documents(
     if options.recreate:
         vectors.drop(options.collection)
         store.drop(options.collection)
-    vectors.ensure_collection(options.collection, info, options.index_type)
+    vectors.ensure_collection(options.vectors_name, info, options.index_type)
 
     try:
         fields = write_all(documents, embed_batch, vectors, store, options, report, progress)
-        vectors.flush(options.collection)
-        vectors.add_fields(options.collection, fields)
+        vectors.flush(options.vectors_name)
+        vectors.add_fields(options.vectors_name, fields)
         # Strong: returns once every write of this run is visible, so a search right after `index` sees them all.
-        report.collection_size = vectors.count(options.collection, consistency="Strong")
+        report.collection_size = vectors.count(options.vectors_name, consistency="Strong")
         report.documents_stored = store.count(options.collection)
+        if options.switch_alias:
+            vectors.point_alias(options.collection, options.vectors_name)
     except StoreError as exc:
         raise IndexingError(f"{exc}; stopped after writing {report.written} of {len(documents)} documents "
                             "(writes are upserts: run the same command again to finish)") from None

@@ -46,6 +46,7 @@ def read_documents(path: Path, options: IndexOptions, report: IndexReport) -> li
 
 def embedder(client: SearchClient, options: IndexOptions):
     def embed_batch(batch: Sequence[dict]):
-        return batch, client.embed_texts([doc[options.text_field] for doc in batch], DOCUMENT_MODELS["text"]), []
+        texts = [doc[options.text_field] for doc in batch]
+        return batch, client.embed_texts(texts, options.model or DOCUMENT_MODELS["text"]), []
 
     return embed_batch

@@ -105,10 +105,20 @@ class CollectionInfo:
     text_field: str = ""  # the field that was embedded (text collections)
     query_models: Mapping[str, str] = field(default_factory=dict)  # query kind -> *_embed model
     fields: tuple[str, ...] | None = None  # scalar fields filters may name; None: not recorded
+    document_model: str = ""  # the *_embed model the documents went through; "": the modality's default
+    rolled_out_from: str = ""  # the physical collection its alias pointed to before `rollout` moved it here
 
     @classmethod
-    def for_index(cls, modality: str, dim: int, text_field: str = "") -> CollectionInfo:
-        return cls(modality, dim, text_field if modality == "text" else "", dict(QUERY_MODELS[modality]))
+    def for_index(cls, modality: str, dim: int, text_field: str = "", model: str | None = None) -> CollectionInfo:
+        """A text collection embedded by `model` is searched by it too: queries and documents
+        always go through the same encoder."""
+        queries = {"text": model} if model and modality == "text" else dict(QUERY_MODELS[modality])
+        return cls(modality, dim, text_field if modality == "text" else "", queries,
+                   document_model=model or DOCUMENT_MODELS[modality])
+
+    @property
+    def embedded_by(self) -> str:
+        return self.document_model or DOCUMENT_MODELS.get(self.modality, "")
 
     @property
     def queries(self) -> Mapping[str, str]:
@@ -120,7 +130,8 @@ class CollectionInfo:
 
     def to_json(self) -> str:
         record = {"modality": self.modality, "text_field": self.text_field, "query_models": dict(self.query_models),
-                  "dim": self.dim, "fields": list(self.fields) if self.fields is not None else None}
+                  "dim": self.dim, "fields": list(self.fields) if self.fields is not None else None,
+                  "document_model": self.document_model, "rolled_out_from": self.rolled_out_from}
         return json.dumps({key: value for key, value in record.items() if value not in (None, "", {})})
 
     @classmethod
@@ -134,4 +145,5 @@ class CollectionInfo:
             record = {}
         fields = record.get("fields")
         return cls(str(record.get("modality", "text")), record.get("dim"), str(record.get("text_field", "")),
-                   dict(record.get("query_models") or {}), tuple(fields) if isinstance(fields, list) else None)
+                   dict(record.get("query_models") or {}), tuple(fields) if isinstance(fields, list) else None,
+                   str(record.get("document_model", "")), str(record.get("rolled_out_from", "")))

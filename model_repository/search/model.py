@@ -92,12 +92,10 @@ class TritonPythonModel:
     def initialize(self, args):
         model = ModelArgs(args)
         settings = StoreSettings.resolve()  # from MMSEARCH_* set by `mmsearch serve`
-        repository = model.version_dir.parent.parent
-        models = {p.parent.name for p in repository.glob("*/config.pbtxt")}
         # Re-read within a second of an edit; a broken edit is logged and the last good config serves on.
         self.experiments = ConfigWatcher(
             os.environ.get(ENV_EXPERIMENTS),
-            partial(parse_config, validate_arm=arm_validator(models)),
+            partial(parse_config, validate_arm=arm_validator()),
             interval_s=1.0,
             background=True,
         )

@@ -99,12 +99,19 @@ class Searcher:
             vectors.close()
 
     def collection_info(self, name: str) -> CollectionInfo:
+        return self.resolve(name)[1]
+
+    def resolve(self, name: str) -> tuple[str, CollectionInfo]:
+        """The physical collection behind `name` (an alias, or itself) and what its indexer
+        recorded. A request searches that collection and embeds its query with that collection's
+        model, so a rollout can never mix two encoders in one answer."""
         cached = self._info.get(name)
         if cached and time.monotonic() - cached[0] < INFO_TTL_S:
             return cached[1]
-        info = self.vectors().info(name)
-        self._info[name] = (time.monotonic(), info)
-        return info
+        physical = self.vectors().physical(name)
+        resolved = physical, self.vectors().info(physical)
+        self._info[name] = (time.monotonic(), resolved)
+        return resolved
 
     def search(self, request: SearchRequest) -> dict:
         outcome = self.search_many([request])[0]
@@ -138,7 +145,7 @@ class Searcher:
         the arms of its scene per layer (what a UI lists and lets a user force)."""
         config = self.experiments()
         collections = []
-        for name in sorted(self.vectors().collections()):
+        for name in self.searchable():
             info = self.collection_info(name)
             scene = config.scene_for(name)
             collections.append({
@@ -152,6 +159,11 @@ class Searcher:
                 "layers": {layer: [arm.name for arm in scene.layers.get(layer, ())] for layer in LAYERS},
             })
         return {"collections": collections}
+
+    def searchable(self) -> list[str]:
+        """What users search: the aliases, and collections no alias points to."""
+        aliases = self.vectors().aliases()
+        return sorted(set(aliases) | (set(self.vectors().collections()) - set(aliases.values())))
 
     def _guarded(self, answer: Callable[[], T]) -> T:
         """Store and ranking failures become a SearchError naming the cause and whose fault it
@@ -170,14 +182,20 @@ class Searcher:
     def _prepare(self, request: SearchRequest) -> Query:
         """The request with its collection's info, its scene, its arm per layer, and every
         layer's checks done: a bad request costs no model or store call."""
-        info = self.collection_info(request.collection)
+        physical, info = self.resolve(request.collection)
         config = self.experiments()
         scene = config.scene_for(request.collection)
         try:
             arms = assign(config, scene, request.user_id, request.params.get("experiments"))
         except ConfigError as exc:
             raise SearchError(str(exc)) from None
-        query = Query(request, info, scene, arms)
+        if target := arms["match"].params.get("collection"):  # an A/B arm on another physical collection
+            physical, arm_info = self.resolve(target)
+            if arm_info.modality != info.modality:
+                raise SearchError(f"match arm '{arms['match'].name}' searches '{target}', which holds "
+                                  f"{arm_info.modality} documents; '{request.collection}' holds {info.modality}")
+            info = arm_info
+        query = Query(request, info, scene, arms, collection=physical)
         for layer in self.layers:
             layer.prepare(query)
         return query

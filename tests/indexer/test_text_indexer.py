@@ -110,7 +110,7 @@ def test_last_partial_batch_is_written_and_reindexing_keeps_the_size(tmp_path, s
         assert report.written == 77 and report.collection_size == 77 and report.documents_stored == 77
     assert json.loads(vectors.info("c").to_json()) == {
         "modality": "text", "text_field": "text", "query_models": {"text": "text_embed"}, "dim": DIM,
-        "fields": ["category"],
+        "fields": ["category"], "document_model": "text_embed",
     }
     top = vectors.search("c", fake_embed(["document number 76"])[0], limit=1)
     assert top[0][0] == "d76" and top[0][1] == pytest.approx(1.0, abs=1e-5)

@@ -15,17 +15,27 @@ from mmsearch.stores import Hit, StoreError, StoreRejected, StoreUnavailable, Un
 
 
 class FakeVectors:
-    def __init__(self, hits, collections=("docs",), calls=None):
+    def __init__(self, hits, collections=("docs",), calls=None, aliases=None, models=None):
         self.hits, self.known = hits, collections
         self.calls = calls if calls is not None else []
+        self.aliases_, self.models, self.searched = aliases or {}, models or {}, []
+
+    def physical(self, name):
+        self.info(self.aliases_.get(name, name))
+        return self.aliases_.get(name, name)
 
     def info(self, name):
         if name not in self.known:
             raise UnknownCollection(name, self.known)
-        return CollectionInfo("image" if name == "photos" else "text", text_field="text", fields=("category",))
+        queries = {"text": self.models[name]} if name in self.models else {}
+        return CollectionInfo("image" if name == "photos" else "text", text_field="text", fields=("category",),
+                              query_models=queries)
 
     def collections(self):
         return list(self.known)
+
+    def aliases(self):
+        return dict(self.aliases_)
 
     def count(self, name):
         return 16 if name == "photos" else len(self.hits)
@@ -36,6 +46,7 @@ class FakeVectors:
     def search_many(self, name, vectors, limit, **kwargs):
         """Like Milvus: best first, at most `limit` per query vector."""
         self.calls.append({"limit": limit, "nq": len(vectors), **kwargs})
+        self.searched.append(name)
         ranked = sorted(self.hits, key=lambda hit: -hit[1])[:limit]
         with_vectors = kwargs.get("with_vectors")
         return [[Hit(doc_id, score, np.array(vec, dtype=np.float32) if with_vectors else None)
@@ -181,7 +192,7 @@ CONFIG = """
 scenes:
   docs:
     layers:
-      qp: [{name: lower, params: {lowercase: true, prefix: "query: ", model: custom_embed}}]
+      qp: [{name: lower, params: {lowercase: true, prefix: "query: "}}]
       match:
         - {name: deep, params: {depth: 40, filter: 'category == "faq"', search_params: {ef: 64}, consistency: Bounded}}
       rank:
@@ -198,7 +209,7 @@ def test_layers_apply_their_arms_params():
     result = searcher.search(
         request(query="Hello", params={"experiments": {"rank": "diverse"}, "filter": "category != 'x'"})
     )
-    assert embedded == [("custom_embed", "TEXT", "query: hello")]
+    assert embedded == [("text_embed", "TEXT", "query: hello")]
     # depth 40 and one hit past the cut, to see whether a tie crosses it
     assert calls == [{"limit": 41, "nq": 1, "filter": '(category == "faq") and (category != "x")',
                       "search_params": {"ef": 64}, "with_vectors": True, "consistency": "Bounded"}]
@@ -206,8 +217,53 @@ def test_layers_apply_their_arms_params():
     assert result["hits"][0]["document"] == {"id": "a", "text": "A"}  # summary keeps only the asked fields
     assert "debug" not in result
     debug = searcher.search(request(params={"debug": True, "experiments": {"rank": "diverse"}}))["debug"]
-    assert debug == {"query_model": "custom_embed", "filter": 'category == "faq"', "depth": 40, "candidates": 2,
+    assert debug == {"collection": "docs", "query_model": "text_embed", "filter": 'category == "faq"', "depth": 40,
+                     "candidates": 2,
                      "ranker": "mmr", "rank_params": {"lambda": 0.0}}
+
+
+def alias_searcher(embedded, config=None):
+    """'docs' is an alias over docs__tuned (embedded by text_embed_tuned); docs__base is the old one."""
+    vectors = FakeVectors(list(HITS), ("docs__base", "docs__tuned", "photos"), aliases={"docs": "docs__tuned"},
+                          models={"docs__base": "text_embed", "docs__tuned": "text_embed_tuned"})
+
+    def embed(model, input_name, payloads):
+        embedded.extend((model, payload) for payload in payloads)
+        return np.ones((len(payloads), 4), dtype=np.float32) / 2
+
+    parsed = parse_config(config, arm_validator()) if config else None
+    searcher = Searcher(embed, lambda: vectors, lambda: FakeDocuments({"a": {"id": "a"}, "b": {"id": "b"}}),
+                        **({"experiments": lambda: parsed} if parsed else {}))
+    return searcher, vectors
+
+
+def test_an_alias_is_searched_in_its_collection_with_that_collections_model():
+    embedded = []
+    searcher, vectors = alias_searcher(embedded)
+    result = searcher.search(request(params={"debug": True}))
+    assert embedded == [("text_embed_tuned", "hello")] and vectors.searched == ["docs__tuned"]
+    assert result["collection"] == "docs"
+    assert (result["debug"]["collection"], result["debug"]["query_model"]) == ("docs__tuned", "text_embed_tuned")
+    catalog = searcher.search(request(query="", collection="", params={"catalog": True}))["collections"]
+    assert [c["name"] for c in catalog] == ["docs", "docs__base", "photos"]  # the alias, not what is behind it
+
+
+def test_a_match_arm_on_another_collection_embeds_with_that_collections_model():
+    config = """
+scenes:
+  docs:
+    layers:
+      match: [{name: tuned, ratio: 0.5}, {name: base, ratio: 0.5, params: {collection: docs__base}}]
+"""
+    embedded = []
+    searcher, vectors = alias_searcher(embedded, config)
+    for arm in ("base", "tuned", "base"):
+        searcher.search(request(params={"experiments": {"match": arm}}))
+    assert embedded == [("text_embed", "hello"), ("text_embed_tuned", "hello"), ("text_embed", "hello")]
+    assert vectors.searched == ["docs__base", "docs__tuned", "docs__base"]
+    photos = "scenes: {docs: {layers: {match: [{name: p, params: {collection: photos}}]}}}"
+    with pytest.raises(SearchError, match="match arm 'p' searches 'photos', which holds image documents"):
+        alias_searcher([], photos)[0].search(request())
 
 
 def test_hybrid_fetches_candidate_text_and_moves_lexical_matches_up():
@@ -236,14 +292,16 @@ def test_hybrid_fetches_candidate_text_and_moves_lexical_matches_up():
             "consistency must be one of Strong, Bounded, Session, Eventually",
         ),
         ("scenes: {d: {layers: {match: [{name: m, params: {filter: 'a ='}}]}}}", "invalid filter"),
-        ("scenes: {d: {layers: {qp: [{name: q, params: {model: missing_embed}}]}}}", "unknown model 'missing_embed'"),
+        # the query model is the searched collection's, never an arm's: no mixing two encoders
+        ("scenes: {d: {layers: {qp: [{name: q, params: {model: other_embed}}]}}}", "unknown qp params model"),
+        ("scenes: {d: {layers: {match: [{name: m, params: {collection: 'a b'}}]}}}", "collection must be a collection"),
         ("scenes: {d: {layers: {summary: [{name: s, params: {fields: text}}]}}}", "fields must be a list"),
         ("scenes: {d: {layers: {rank: [{name: r, params: {boost: 2}}]}}}", "unknown rank params boost"),
     ],
 )
 def test_arm_params_are_validated_when_the_config_loads(config, message):
     with pytest.raises(ConfigError, match=message):
-        parse_config(config, arm_validator(known_models={"text_embed"}))
+        parse_config(config, arm_validator())
 
 
 def test_exact_ties_are_ordered_by_id_even_across_the_cut():

@@ -22,8 +22,8 @@ assert tuple(LAYER_TYPES) == LAYERS, "the layer classes must follow the contract
 __all__ = ["LAYER_TYPES", "Embedder", "Layer", "Match", "Query", "QueryProcessing", "Rank", "Summary", "arm_validator"]
 
 
-def arm_validator(known_models: set[str] | None = None):
-    """Checks an arm's params against its layer and what the server has; used by parse_config."""
+def arm_validator():
+    """Checks an arm's params against its layer; used by parse_config."""
 
     def validate_arm(where: str, layer: str, arm: Arm) -> None:
         kind = LAYER_TYPES[layer]
@@ -32,7 +32,7 @@ def arm_validator(known_models: set[str] | None = None):
             raise ConfigError(f"{where}: unknown {layer} params {', '.join(sorted(unknown))} "
                               f"(known: {', '.join(sorted(kind.params))})")
         try:
-            kind.check_arm(arm, known_models)
+            kind.check_arm(arm)
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
 

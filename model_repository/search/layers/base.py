@@ -29,7 +29,8 @@ class Query:
     info: CollectionInfo
     scene: Scene
     arms: Mapping[str, Arm]
-    model: str = ""  # qp: the *_embed model for the query
+    collection: str = ""  # the physical Milvus collection searched (behind the request's alias)
+    model: str = ""  # qp: the *_embed model for the query: the one that embedded that collection
     vector: np.ndarray | None = None  # qp: the query embedding
     expression: str = ""  # match: the canonical Milvus filter
     depth: int = 0  # match: how many candidates are recalled
@@ -75,7 +76,7 @@ class Layer:
     params: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
-    def check_arm(cls, arm: Arm, known_models: set[str] | None) -> None:
+    def check_arm(cls, arm: Arm) -> None:
         """Called when the experiment config loads; unknown params are refused before this."""
 
     def prepare(self, query: Query) -> None:

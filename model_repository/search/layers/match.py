@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from mmsearch.model_repository.contract import collection_name_problem
 from mmsearch.model_repository.search.experiments import Arm
 from mmsearch.model_repository.search.filters import FilterError, combine, compile_filter
 from mmsearch.model_repository.search.layers.base import Layer, Query, grouped
@@ -20,13 +21,15 @@ TIE_DECIMALS = 5  # scores equal to this many decimals are ties (batching noise 
 
 class Match(Layer):
     name, stage = "match", "match"
-    params = frozenset({"depth", "filter", "search_params", "consistency"})
+    # collection: search another physical collection (e.g. one built by a tuned model) in this
+    # arm, its queries embedded by that collection's model: an online A/B of two models.
+    params = frozenset({"depth", "filter", "search_params", "consistency", "collection"})
 
     def __init__(self, vectors: Callable[[], VectorStore]):
         self.vectors = vectors
 
     @classmethod
-    def check_arm(cls, arm: Arm, known_models: set[str] | None) -> None:
+    def check_arm(cls, arm: Arm) -> None:
         params = arm.params
         depth = params.get("depth", 1)
         if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH:
@@ -37,6 +40,9 @@ class Match(Layer):
             raise ValueError(f"invalid filter: {exc}") from None
         if params.get("consistency", DEFAULT_CONSISTENCY) not in CONSISTENCY_LEVELS:
             raise ValueError(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
+        collection = params.get("collection", "x")
+        if not isinstance(collection, str) or collection_name_problem(collection):
+            raise ValueError(f"collection must be a collection name, got {collection!r}")
 
     def prepare(self, query: Query) -> None:
         """The arm's filter AND the request's, against the fields the collection recorded."""
@@ -53,7 +59,7 @@ class Match(Layer):
         """One Milvus search (nq = the group's size) per collection, filter and search settings."""
         for group in grouped(queries, self.call_key).values():
             first = group[0]
-            rows = self.vectors().search_many(first.request.collection, np.stack([query.vector for query in group]),
+            rows = self.vectors().search_many(first.collection, np.stack([query.vector for query in group]),
                                               limit=first.depth + 1, **self.search_options(first))
             for query, hits in zip(group, rows, strict=True):
                 query.hits = self.cut(query, hits)
@@ -67,7 +73,7 @@ class Match(Layer):
 
     def call_key(self, query: Query) -> tuple:
         """Queries with equal keys can share one Milvus search."""
-        return query.request.collection, query.depth, json.dumps(self.search_options(query), sort_keys=True)
+        return query.collection, query.depth, json.dumps(self.search_options(query), sort_keys=True)
 
     def cut(self, query: Query, hits: list[Hit]) -> list[Hit]:
         """The best `depth` hits, ties at the cut broken by id.
@@ -79,7 +85,7 @@ class Match(Layer):
         limit = query.depth + 1
         while len(hits) == limit and tied(hits[query.depth - 1], hits[-1]) and limit < MAX_DEPTH + TIE_MARGIN:
             limit = min(2 * limit + TIE_MARGIN, MAX_DEPTH + TIE_MARGIN)
-            hits = self.vectors().search(query.request.collection, query.vector, limit=limit,
+            hits = self.vectors().search(query.collection, query.vector, limit=limit,
                                          **self.search_options(query))
         return sorted(hits, key=lambda hit: (-round(hit.score, TIE_DECIMALS), hit.id))[: query.depth]
 

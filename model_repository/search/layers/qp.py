@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from mmsearch.model_repository.contract import IMAGE, TEXT
-from mmsearch.model_repository.search.experiments import Arm
 from mmsearch.model_repository.search.layers.base import Layer, Query, grouped
 from mmsearch.model_repository.search.request import SearchError
 
@@ -17,18 +16,13 @@ Embedder = Callable[[str, str, Sequence["str | bytes"]], np.ndarray]
 
 class QueryProcessing(Layer):
     name, stage = "qp", "embed"
-    # model: another text tower of the same dimension (e.g. a fine-tuned one); prefix and
-    # lowercase: what some encoders were trained with ("query: ...").
-    params = frozenset({"model", "prefix", "lowercase"})
+    # prefix and lowercase: what some encoders were trained with ("query: ..."). The model is
+    # never an arm's choice: it is the one recorded on the collection searched (a match arm may
+    # search another collection, and so another model).
+    params = frozenset({"prefix", "lowercase"})
 
     def __init__(self, embed: Embedder):
         self.embed = embed
-
-    @classmethod
-    def check_arm(cls, arm: Arm, known_models: set[str] | None) -> None:
-        model = arm.params.get("model")
-        if model is not None and known_models is not None and model not in known_models:
-            raise ValueError(f"unknown model '{model}' (models: {', '.join(sorted(known_models))})")
 
     def prepare(self, query: Query) -> None:
         request, models = query.request, query.info.queries
@@ -37,9 +31,8 @@ class QueryProcessing(Layer):
                 f"collection '{request.collection}' holds {query.info.modality} documents and cannot be searched "
                 f"with an {request.modality} query (it takes: {', '.join(sorted(models))})"
             )
-        override = query.params(self.name).get("model")
-        query.model = override if override and request.modality == "text" else models[request.modality]
-        query.debug["query_model"] = query.model
+        query.model = models[request.modality]
+        query.debug.update(collection=query.collection, query_model=query.model)
 
     def payload(self, query: Query) -> str | bytes:
         if query.request.image is not None:

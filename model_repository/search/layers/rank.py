@@ -27,7 +27,7 @@ class Rank(Layer):
         self.documents = documents
 
     @classmethod
-    def check_arm(cls, arm: Arm, known_models: set[str] | None) -> None:
+    def check_arm(cls, arm: Arm) -> None:
         ranker, params = ranker_of(arm.name, arm.params)
         rank(ranker, query_text="", query_vector=None, candidates=[], top_k=1, params=params)  # RankError if bad
 

@@ -27,7 +27,7 @@ class Summary(Layer):
         self.documents = documents
 
     @classmethod
-    def check_arm(cls, arm: Arm, known_models: set[str] | None) -> None:
+    def check_arm(cls, arm: Arm) -> None:
         fields = arm.params.get("fields", [])
         if not (isinstance(fields, list) and all(isinstance(f, str) for f in fields)):
             raise ValueError("fields must be a list of field names")
