@@ -201,14 +201,8 @@ def check_options(options: TuneOptions) -> None:
         raise TuneError(f"{options.out} exists and is not an earlier `mmsearch tune` output: choose another --out")
 
 
-def tune(options: TuneOptions, progress: bool = True, log: Callable[[str], None] = print) -> TuneReport:
-    import torch
-
-    from mmsearch.export.text_encoder import default_text_model
-
-    check_options(options)
-    started = time.perf_counter()
-    options.out.mkdir(parents=True, exist_ok=True)
+def training_pairs(options: TuneOptions) -> tuple[list[Pair], list[Pair], list[str]]:
+    """(train, dev, notes): the pairs split, refused before any model loads if too few."""
     pairs_path, notes = options.pairs, []
     if options.corpus:
         pairs_path, note = corpus_pairs(options.corpus, options.out)
@@ -218,19 +212,29 @@ def tune(options: TuneOptions, progress: bool = True, log: Callable[[str], None]
     if len(train) < options.batch_size:
         raise TuneError(f"{len(pairs)} pairs leave {len(train)} for training after the {len(dev)} held out for dev: "
                         f"fewer than one batch of {options.batch_size} (lower --batch-size or add pairs)")
+    return train, dev, notes
+
+
+def tune(options: TuneOptions, progress: bool = True, log: Callable[[str], None] = print) -> TuneReport:
+    import torch
+
+    from mmsearch.export.text_encoder import default_text_model
+
+    check_options(options)
+    started = time.perf_counter()
+    options.out.mkdir(parents=True, exist_ok=True)
+    train, dev, notes = training_pairs(options)
     random.seed(options.seed)
     np.random.seed(options.seed)
     torch.manual_seed(options.seed)
-    device = resolve_device(options.device)
-    base = options.base_model or default_text_model()
+    device, base = resolve_device(options.device), options.base_model or default_text_model()
     model = load_bi_encoder(base, device)
     if options.max_seq_length:
         model.max_seq_length = options.max_seq_length
     if options.hard_negatives:
         train = mine_hard_negatives(model, train, options.hard_negatives, options.batch_size)
-    report = TuneReport(base, str(options.out), len(pairs), len(train), len(dev), device, notes=notes)
-    training = Training(model, train, options, progress)
-    best_state = None
+    report = TuneReport(base, str(options.out), len(train) + len(dev), len(train), len(dev), device, notes=notes)
+    training, best_state = Training(model, train, options, progress), None
     for epoch in range(options.epochs + 1):
         loss = training.epoch(epoch) if epoch else None
         report.epochs.append({"epoch": epoch, **dev_metrics(model, dev, options.batch_size), "loss": loss})
