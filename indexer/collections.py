@@ -50,9 +50,12 @@ class Collections:
         `rollout` to switch to once it is checked."""
         if model and modality != "text":
             raise CollectionError("--model names a text encoder: image collections are embedded by clip_image_embed")
-        if recreate or not self.vectors.has(alias):
+        if recreate:
             model = model or DOCUMENT_MODELS[modality]
             return Target(physical_name(alias, model), model, switch=True)
+        if not self.vectors.has(alias):
+            model = model or DOCUMENT_MODELS[modality]
+            return Target(self.unfinished(alias, model) or physical_name(alias, model), model, switch=True)
         live = self.vectors.physical(alias)
         live_model = self.vectors.info(live).embedded_by
         model = model or live_model
@@ -63,7 +66,15 @@ class Collections:
             return Target(alias, model, switch=False)
         if model == live_model:
             return Target(live, model, switch=False, live=live)
-        return Target(physical_name(alias, model), model, switch=False, live=live)
+        return Target(self.unfinished(alias, model) or physical_name(alias, model), model, switch=False, live=live)
+
+    def unfinished(self, alias: str, model: str) -> str | None:
+        """The latest collection an earlier run built for this alias and model that no alias
+        uses yet: a re-run finishes it (writes are upserts) instead of starting another."""
+        serving = set(self.vectors.aliases().values())
+        built = sorted(name for name in self.vectors.collections()
+                       if name.startswith(f"{alias}__{model}__") and name not in serving)
+        return built[-1] if built else None
 
 
     def live_alias(self, alias: str) -> str:

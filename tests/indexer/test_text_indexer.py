@@ -270,3 +270,15 @@ def test_a_collection_name_a_milvus_server_refuses_is_refused_before_anything_is
     with pytest.raises(IndexingError, match="is not valid: use 1-255 letters, digits and underscores"):
         run_index(None, settings, path, IndexOptions(name), progress=False)
     assert not settings.data_dir.exists()
+
+
+def test_a_re_run_finishes_the_collection_an_interrupted_run_built(tmp_path, stores):
+    from mmsearch.indexer.run import run_index
+
+    vectors, _ = stores
+    vectors.ensure_collection("c__text_embed__20260101000000", CollectionInfo.for_index("text", DIM, "text"))
+    path = write_lines(tmp_path / "c.jsonl", [{"id": f"d{i}", "text": f"document {i}"} for i in range(5)])
+    settings = StoreSettings.resolve(tmp_path)
+    run_index(FakeClient(), settings, path, IndexOptions("c"), progress=False)
+    assert vectors.aliases() == {"c": "c__text_embed__20260101000000"}  # finished, not a second one beside it
+    assert vectors.collections() == ["c__text_embed__20260101000000"]
