@@ -204,7 +204,7 @@ def serve(repository, experiments, ports, milvus_uri, mongo_uri, data_dir) -> No
               help="Embedding requests in flight.")
 @click.option("--on-error", type=click.Choice(ON_ERROR), default="skip", show_default=True,
               help="A bad line or image is reported and skipped, or stops the run before anything is written.")
-@click.option("--recreate", is_flag=True, help="Drop the collection first.")
+@click.option("--recreate", is_flag=True, help="Drop the collection (the alias and what it points to) first.")
 @click.option("--index-type", type=click.Choice(["FLAT", "HNSW", "IVF_FLAT"]), default="FLAT", show_default=True,
               help="Milvus index for a new collection (FLAT is exact).")
 @click.option("--model", default=None, help="Text encoder (*_embed model on the server) [default: the one the live "
