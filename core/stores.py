@@ -191,17 +191,19 @@ class VectorStore:
         if not self.has(name):
             raise UnknownCollection(name, self.collections())
 
-    def info(self, name: str) -> CollectionInfo:
-        """What the indexer recorded about a collection (modality, dim, text field, models, fields)."""
+    def describe(self, name: str) -> tuple[str, CollectionInfo]:
+        """The collection behind `name` (the one an alias points to, or `name` itself) and what the
+        indexer recorded on it (modality, dim, text field, models, fields): one Milvus call."""
         self.require(name)
         described = self._call("describe a collection", lambda: self.client.describe_collection(name))
-        return CollectionInfo.from_json(described.get("properties", {}).get(INFO_PROPERTY))
+        info = CollectionInfo.from_json(described.get("properties", {}).get(INFO_PROPERTY))
+        return str(described.get("collection_name") or name), info
+
+    def info(self, name: str) -> CollectionInfo:
+        return self.describe(name)[1]
 
     def physical(self, name: str) -> str:
-        """The collection behind `name`: the one an alias points to, or `name` itself."""
-        self.require(name)
-        described = self._call("describe a collection", lambda: self.client.describe_collection(name))
-        return str(described.get("collection_name") or name)
+        return self.describe(name)[0]
 
     def aliases(self) -> dict[str, str]:
         """Every alias and the collection it points to."""

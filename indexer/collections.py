@@ -50,14 +50,12 @@ class Collections:
         `rollout` to switch to once it is checked."""
         if model and modality != "text":
             raise CollectionError("--model names a text encoder: image collections are embedded by clip_image_embed")
-        if recreate:
+        if recreate or not self.vectors.has(alias):
             model = model or DOCUMENT_MODELS[modality]
-            return Target(physical_name(alias, model), model, switch=True)
-        if not self.vectors.has(alias):
-            model = model or DOCUMENT_MODELS[modality]
-            return Target(self.unfinished(alias, model) or physical_name(alias, model), model, switch=True)
-        live = self.vectors.physical(alias)
-        live_model = self.vectors.info(live).embedded_by
+            unfinished = None if recreate else self.unfinished(alias, model)
+            return Target(unfinished or physical_name(alias, model), model, switch=True)
+        live, live_info = self.vectors.describe(alias)
+        live_model = live_info.embedded_by
         model = model or live_model
         if live == alias:  # made before collections were aliases
             if model != live_model:
@@ -76,7 +74,6 @@ class Collections:
                        if name.startswith(f"{alias}__{model}__") and name not in serving)
         return built[-1] if built else None
 
-
     def live_alias(self, alias: str) -> str:
         """The physical collection behind `alias`, which must be an alias."""
         if not self.vectors.has(alias):
@@ -87,7 +84,6 @@ class Collections:
             raise CollectionError(f"'{alias}' is a collection, not an alias (indexed before collections were aliases): "
                                   "re-index it once with --recreate")
         return live
-
 
     def rollout(self, alias: str, to: str) -> str:
         """Point `alias` at the physical collection `to`; searches switch with it, each one embedded
@@ -107,7 +103,6 @@ class Collections:
         return (f"{alias}: {live} ({old.embedded_by}) -> {to} ({new.embedded_by}); undo with "
                 f"`mmsearch rollout {alias} --rollback`")
 
-
     def rollback(self, alias: str) -> str:
         live = self.live_alias(alias)
         previous = self.vectors.info(live).rolled_out_from
@@ -117,7 +112,6 @@ class Collections:
             raise CollectionError(f"'{alias}' was rolled out from '{previous}', which has been dropped")
         self.vectors.point_alias(alias, previous)
         return f"{alias}: {live} -> {previous} (rolled back)"
-
 
     def list(self) -> list[dict]:
         """Every physical collection: the aliases on it, its model, modality, dimension and size."""
@@ -131,7 +125,6 @@ class Collections:
                          "modality": info.modality, "dim": info.dim, "vectors": self.vectors.count(name),
                          "rolled_out_from": info.rolled_out_from})
         return rows
-
 
     def drop(self, name: str) -> str:
         """Drop a physical collection no alias points to (documents stay: they belong to the alias)."""

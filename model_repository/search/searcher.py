@@ -108,8 +108,7 @@ class Searcher:
         cached = self._info.get(name)
         if cached and time.monotonic() - cached[0] < INFO_TTL_S:
             return cached[1]
-        physical = self.vectors().physical(name)
-        resolved = physical, self.vectors().info(physical)
+        resolved = self.vectors().describe(name)
         self._info[name] = (time.monotonic(), resolved)
         return resolved
 

@@ -20,9 +20,9 @@ class FakeVectors:
         self.calls = calls if calls is not None else []
         self.aliases_, self.models, self.searched = aliases or {}, models or {}, []
 
-    def physical(self, name):
-        self.info(self.aliases_.get(name, name))
-        return self.aliases_.get(name, name)
+    def describe(self, name):
+        physical = self.aliases_.get(name, name)
+        return physical, self.info(physical)
 
     def info(self, name):
         if name not in self.known:
