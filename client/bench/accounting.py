@@ -34,9 +34,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
-def rss_mib(pid: int) -> float:
+def status_mib(pid: int, key: str) -> float:
+    """A memory line of /proc/PID/status (VmRSS, RssAnon, RssShmem...) in MiB."""
     status = Path(f"/proc/{pid}/status").read_text().splitlines()
-    return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+    return next(int(line.split()[1]) for line in status if line.startswith(f"{key}:")) / 1024
+
+
+def rss_mib(pid: int) -> float:
+    return status_mib(pid, "VmRSS")
 
 
 def by_role(roles: dict[int, str], measure) -> Counter:

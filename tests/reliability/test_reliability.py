@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from mmsearch.client.bench.accounting import rss_mib
+from mmsearch.client.bench.accounting import rss_mib, status_mib
 from mmsearch.client.search_client import ClientError, SearchClient
 from mmsearch.processes import http_answers
 from mmsearch.settings import StoreSettings
@@ -177,14 +177,8 @@ LOAD_S, LOAD_CONCURRENCY, RSS_MARGIN_MIB = 60, 8, 64
 def memory_mib(pid: int) -> dict[str, float]:
     """RssAnon and VmRSS (which counts shared memory too) of a process and its children: for
     tritonserver, the python backend stubs (the tensors they get sit in shared memory)."""
-    totals = {"RssAnon": 0.0, "VmRSS": 0.0}
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    for process in [pid, *map(int, children)]:
-        for line in Path(f"/proc/{process}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in totals:
-                totals[key] += int(value.split()[0]) / 1024
-    return totals
+    processes = [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+    return {key: sum(status_mib(process, key) for process in processes) for key in ("RssAnon", "VmRSS")}
 
 
 BIG_QUERY_MIB = 50
