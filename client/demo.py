@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mmsearch.client.display import format_result
 from mmsearch.client.search_client import SearchClient, connect
-from mmsearch.export.build import DEFAULT_CLIP_MODEL, ensure_clip, ensure_text_repository
+from mmsearch.export.build import DEFAULT_CLIP_MODEL, ensure_clip, ensure_multilingual, ensure_text_repository
 from mmsearch.indexer.pipeline import IndexOptions
 from mmsearch.indexer.run import run_index
 from mmsearch.model_repository.contract import DEFAULT_UI_PORT
@@ -19,6 +19,9 @@ from mmsearch.tritonserver import Ports, TritonServer
 QUERIES = ("what is artificial intelligence", "tell me a joke", "do you like music", "how old are you")
 IMAGE_QUERY = "a cat"
 TEXT_COLLECTION, IMAGE_COLLECTION = "chatterbot", "photos"
+# --lang zh: the Chinese Debian FAQ through USE-multilingual; the last query asks it in English.
+ZH_QUERIES = ("如何升级我的 Debian 系统？", "Debian 是什么？", "怎样安装新的软件包？", "How do I upgrade my system?")
+ZH_COLLECTION = "debian_faq_zh"
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class DemoOptions:
     clip_model: str = DEFAULT_CLIP_MODEL
     ui_port: int = DEFAULT_UI_PORT  # 0: no search page
     exit_after: bool = False  # stop after the example searches instead of serving on
+    lang: str = "en"  # zh: the Chinese FAQ, embedded by USE-multilingual, instead of chatterbot
 
 
 def run_demo(options: DemoOptions) -> None:
@@ -37,6 +41,7 @@ def run_demo(options: DemoOptions) -> None:
     settings = options.settings
     repository = options.repository or settings.data_dir / "repository"
     ensure_text_repository(repository)
+    multilingual = ensure_multilingual(repository) if options.lang == "zh" else None
     with_images = ensure_clip(repository, options.clip_model)
     server = TritonServer(repository, settings, options.ports)
     print(f"starting tritonserver on {server.repository} (log: {server.log_path})", flush=True)
@@ -44,11 +49,11 @@ def run_demo(options: DemoOptions) -> None:
     page = None
     try:
         client = connect(f"localhost:{options.ports.grpc}")
-        search_text(client, settings)
+        collection, queries = search_text(client, settings, multilingual)
         if options.ui_port:
             page = start_page_for(options)
-        for query in QUERIES:
-            print(f"\n{format_result(client.search(query, TEXT_COLLECTION, top_k=3))}", flush=True)
+        for query in queries:
+            print(f"\n{format_result(client.search(query, collection, top_k=3))}", flush=True)
         if with_images:
             search_images(client, settings)
         if not options.exit_after:
@@ -61,12 +66,18 @@ def run_demo(options: DemoOptions) -> None:
         server.stop()
 
 
-def search_text(client: SearchClient, settings: StoreSettings) -> None:
-    from mmsearch.indexer.datasets import chatterbot_english, write_jsonl
+def search_text(client: SearchClient, settings: StoreSettings, multilingual: str | None) -> tuple[str, tuple]:
+    """Index the demo's text corpus; returns the collection and the queries to show."""
+    from mmsearch.indexer.datasets import chatterbot_english, write_faq, write_jsonl
 
-    corpus = write_jsonl(chatterbot_english(), settings.data_dir / "chatterbot-english.jsonl")
-    options = IndexOptions(TEXT_COLLECTION, text_field="question")
+    if multilingual:
+        corpus, _ = write_faq(settings.data_dir, "zh")
+        options, queries = IndexOptions(ZH_COLLECTION, text_field="answer", model=multilingual), ZH_QUERIES
+    else:
+        corpus = write_jsonl(chatterbot_english(), settings.data_dir / "chatterbot-english.jsonl")
+        options, queries = IndexOptions(TEXT_COLLECTION, text_field="question"), QUERIES
     print(run_index(client, settings, corpus, options, progress=sys.stderr.isatty()).summary(), flush=True)
+    return options.collection, queries
 
 
 def start_page_for(options: DemoOptions):
@@ -96,7 +107,8 @@ def instructions(options: DemoOptions, with_images: bool, with_page: bool) -> st
     grpc, http = options.ports.grpc, options.ports.http
     return (
         f"\nTriton is serving on gRPC localhost:{grpc} and HTTP localhost:{http}. Try, in another terminal:\n"
-        f"  .venv/bin/mmsearch search 'what is your favourite food' --collection {TEXT_COLLECTION}\n"
+        + (f"  .venv/bin/mmsearch search '可以自动升级系统吗？' --collection {ZH_COLLECTION}\n" if options.lang == "zh"
+           else f"  .venv/bin/mmsearch search 'what is your favourite food' --collection {TEXT_COLLECTION}\n")
         + (f"  .venv/bin/mmsearch search 'a red bird' --collection {IMAGE_COLLECTION}\n" if with_images else "")
         + f"  curl -s localhost:{http}/v2/models/search/config\n"
         + (f"Search page: http://localhost:{options.ui_port}\n" if with_page else "")

@@ -25,6 +25,8 @@ class ExportOptions:
     device: str = "cpu"
     precision: str = "fp32"
     name: str | None = None  # the text tower's ensemble, e.g. tuned_text_embed [default: text_embed]
+    text_onnx: str | None = None  # an ONNX graph that tokenizes itself, instead of text_model
+    custom_op_library: str | None = None  # implements text_onnx's custom ops [default: onnxruntime-extensions]
 
 
 def named_text_tower(name: str | None) -> TextTower:
@@ -58,6 +60,26 @@ def export_text(source: str, repo: Path, options: ServingOptions, tower: TextTow
     return models
 
 
+def export_text_onnx(model: str, repo: Path, options: ServingOptions, tower: TextTower,
+                     custom_op_library: str | None) -> list[str]:
+    from mmsearch.export.onnx_text_encoder import export_onnx_text_encoder
+    from mmsearch.export.repository import render_text_onnx_model
+
+    print(f"wrapping ONNX text encoder {model} as {tower.embed}", flush=True)
+    with tempfile.TemporaryDirectory() as work:
+        exported = export_onnx_text_encoder(model, Path(work), custom_op_library, options.backend)
+        models = render_text_onnx_model(repo, tower, exported, options, provenance=Path(work) / "export.json")
+    ops = f"{', '.join(exported.custom_ops)} from {exported.custom_op_library}" if exported.custom_ops else "none"
+    print(f"  dim {exported.embedding_dim}; custom ops: {ops}"
+          f"{'; normalised by the wrapper' if exported.normalised_by_wrapper else ''}", flush=True)
+    if exported.one_text_at_a_time:
+        print(f"  run one text at a time: batched, a text's vector moved by up to {exported.batch_drift:.1e} with its "
+              "batch-mates (per-batch quantization)", flush=True)
+    print(f"  wrapped graph, batched, vs the original on each of {exported.parity_sentences} sentences alone: "
+          f"max abs diff {exported.parity_max_abs_diff:.2e}", flush=True)
+    return models
+
+
 def export_clip_towers(source: str, repo: Path, options: ServingOptions, text_tower: str | None = None) -> list[str]:
     from mmsearch.export.clip_encoder import export_clip
     from mmsearch.export.repository import render_clip_models
@@ -88,8 +110,12 @@ def export_repository(options: ExportOptions) -> list[str]:
     if options.clip_text_model and not options.clip_model:
         raise ExportError("--clip-text-model needs --clip-model (the image tower it was aligned to)")
     tower = named_text_tower(options.name)
-    if options.name and not options.text_model:
-        raise ExportError("--name names a text tower: give it with --text-model")
+    if options.text_model and options.text_onnx:
+        raise ExportError("give --text-model (a Hugging Face model) or --text-onnx (an ONNX graph), not both")
+    if options.name and not (options.text_model or options.text_onnx):
+        raise ExportError("--name names a text tower: give it with --text-model or --text-onnx")
+    if options.custom_op_library and not options.text_onnx:
+        raise ExportError("--custom-op-library is for the custom ops of a --text-onnx graph")
     serving = ServingOptions(
         backend=resolve_backend(options.backend), device=options.device, precision=options.precision
     )
@@ -98,7 +124,9 @@ def export_repository(options: ExportOptions) -> list[str]:
     print(f"backend {serving.backend}, {serving.device}, {serving.precision}", flush=True)
     started = time.perf_counter()
     models = []
-    if options.text_model or not options.clip_model:
+    if options.text_onnx:
+        models += export_text_onnx(options.text_onnx, repo, serving, tower, options.custom_op_library)
+    elif options.text_model or not options.clip_model:
         models += export_text(options.text_model or default_text_model(), repo, serving, tower)
     if options.clip_model:
         models += export_clip_towers(options.clip_model, repo, serving, options.clip_text_model)
@@ -115,6 +143,19 @@ def ensure_text_repository(repository: Path) -> None:
     """Export the default text model into `repository` unless it already serves text."""
     if not has_model(repository, TEXT_TOWER.embed):
         export_repository(ExportOptions(repository))
+
+
+MULTILINGUAL_TOWER = TextTower("multilingual_text")
+
+
+def ensure_multilingual(repository: Path) -> str:
+    """Add USE-multilingual (16 languages, Chinese among them) as multilingual_text_embed unless
+    `repository` already serves it; returns the model's name."""
+    from mmsearch.export.onnx_text_encoder import USE_MULTILINGUAL
+
+    if not has_model(repository, MULTILINGUAL_TOWER.embed):
+        export_repository(ExportOptions(repository, text_onnx=USE_MULTILINGUAL, name=MULTILINGUAL_TOWER.embed))
+    return MULTILINGUAL_TOWER.embed
 
 
 def ensure_clip(repository: Path, clip_model: str) -> bool:

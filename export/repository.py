@@ -3,6 +3,7 @@
     <repo>/text_tokenizer/{config.pbtxt, 1/model.py, 1/tokenizer/}
     <repo>/text_encoder/{config.pbtxt, 1/model.onnx, 1/export.json [, 1/model.py for the python runner]}
     <repo>/text_embed/{config.pbtxt, 1/}            ensemble: tokenizer -> encoder
+    <repo>/NAME_embed/{config.pbtxt, 1/model.onnx}  or one model, for a graph that tokenizes itself
     <repo>/clip_text_{tokenizer,encoder,embed}/     the CLIP text tower, same shape as text_*
     <repo>/image_preprocess/{config.pbtxt, 1/model.py, 1/image_processor/}
     <repo>/clip_image_encoder/, <repo>/clip_image_embed/   ensemble: image_preprocess -> clip_image_encoder
@@ -141,22 +142,29 @@ def tokenizer_config(name: str, max_seq_length: int, options: ServingOptions):
     )
 
 
-def encoder_config(name: str, inputs, outputs, options: ServingOptions):
+def encoder_config(name: str, inputs, outputs, options: ServingOptions, custom_op_library: str = ""):
     threads = options.encoder_threads
     if options.backend == "onnxruntime":
         return tc.onnxruntime_model(
             name, inputs, outputs, options.encoder_batching,
-            tensorrt_fp16=options.precision == "fp16", intra_op_threads=threads,
+            tensorrt_fp16=options.precision == "fp16", intra_op_threads=threads, op_library=custom_op_library,
         )
-    return tc.python_model(name, inputs, outputs, options.encoder_batching, {"intra_op_threads": threads})
+    parameters = {"intra_op_threads": threads}
+    if custom_op_library:
+        parameters["custom_op_library"] = custom_op_library
+    return tc.python_model(name, inputs, outputs, options.encoder_batching, parameters)
+
+
+def text_embed_io(embedding_dim: int) -> tuple[list[Tensor], list[Tensor]]:
+    """What every *_embed model takes and gives, an ensemble or one model."""
+    return [Tensor(c.TEXT, BYTES, (1,))], [Tensor(c.EMBEDDING, FP32, (embedding_dim,))]
 
 
 def text_embed_config(tower: c.TextTower, embedding_dim: int, options: ServingOptions):
     tokens = {c.INPUT_IDS: c.INPUT_IDS, c.ATTENTION_MASK: c.ATTENTION_MASK}
     return tc.ensemble(
         tower.embed,
-        [Tensor(c.TEXT, BYTES, (1,))],
-        [Tensor(c.EMBEDDING, FP32, (embedding_dim,))],
+        *text_embed_io(embedding_dim),
         [
             EnsembleStep(tower.tokenizer, {c.TEXT: c.TEXT}, tokens),
             EnsembleStep(tower.encoder, tokens, {c.ENCODER_OUTPUT: c.EMBEDDING}),
@@ -214,7 +222,7 @@ def _write_python_model(repo: Path, name: str, source: str, config, data_dirs: d
 
 
 def _write_encoder(repo: Path, name: str, onnx_path: Path, inputs, outputs, options: ServingOptions,
-                   provenance: Path | None) -> None:
+                   provenance: Path | None, custom_op_library: str = "") -> None:
     version = _replace_dir(repo / name) / "1"
     version.mkdir()
     shutil.copy2(onnx_path, version / "model.onnx")
@@ -222,7 +230,7 @@ def _write_encoder(repo: Path, name: str, onnx_path: Path, inputs, outputs, opti
         shutil.copy2(provenance, version / provenance.name)
     if options.backend == "python":
         _copy_python_model("onnx_encoder", version)
-    tc.write(encoder_config(name, inputs, outputs, options), repo / name)
+    tc.write(encoder_config(name, inputs, outputs, options, custom_op_library), repo / name)
 
 
 def _write_ensemble(repo: Path, config) -> None:
@@ -245,6 +253,19 @@ def render_text_models(repo: Path, tower: c.TextTower, onnx_path: Path, tokenize
     _write_encoder(repo, tower.encoder, onnx_path, list(TOKEN_TENSORS), output, options, provenance)
     _write_ensemble(repo, text_embed_config(tower, embedding_dim, options))
     return [tower.tokenizer, tower.encoder, tower.embed]
+
+
+def render_text_onnx_model(repo: Path, tower: c.TextTower, exported, options: ServingOptions,
+                           provenance: Path | None = None) -> list[str]:
+    """A graph that tokenizes itself is the whole tower: one model named like the ensemble it
+    stands in for. A tokenizer and encoder left from an earlier export under the name go."""
+    options.validate()
+    for stale in (tower.tokenizer, tower.encoder):
+        if (repo / stale).is_dir():
+            shutil.rmtree(repo / stale)
+    _write_encoder(repo, tower.embed, exported.onnx_path, *text_embed_io(exported.embedding_dim), options, provenance,
+                   exported.custom_op_library)
+    return [tower.embed]
 
 
 def render_clip_models(repo: Path, exported, options: ServingOptions, provenance: Path | None = None) -> list[str]:

@@ -87,9 +87,11 @@ def python_model(name: str, inputs, outputs, batching: Batching, parameters: dic
 
 
 def onnxruntime_model(
-    name: str, inputs, outputs, batching: Batching, *, tensorrt_fp16: bool = False, intra_op_threads: int = 0
+    name: str, inputs, outputs, batching: Batching, *, tensorrt_fp16: bool = False, intra_op_threads: int = 0,
+    op_library: str = "",
 ) -> mc.ModelConfig:
-    """A native onnxruntime-backend model, for full Triton builds (NGC containers)."""
+    """A native onnxruntime-backend model, for full Triton builds (NGC containers); `op_library`:
+    the custom ops the graph uses, loaded by tritonserver when the model loads."""
     config = _base(name, inputs, outputs, batching.max_batch_size)
     config.backend = "onnxruntime"
     config.default_model_filename = "model.onnx"
@@ -100,6 +102,8 @@ def onnxruntime_model(
         accelerator.parameters["precision_mode"] = "FP16"
     if intra_op_threads:
         _parameters(config, {"intra_op_thread_count": intra_op_threads})
+    if op_library:
+        config.model_operations.op_library_filename.append(op_library)
     return config
 
 

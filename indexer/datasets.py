@@ -23,7 +23,7 @@ import yaml
 # headings over several lines, so the HTML is the more robust source).
 FAQ_DIR = Path("/usr/share/doc/debian/FAQ")
 # lang -> (Debian package, default directory, file-name language suffix)
-_FAQ_LANGS = {
+FAQ_LANGS = {
     "en": ("debian-faq", FAQ_DIR, "en"),
     "zh": ("debian-faq-zh-cn", FAQ_DIR / "zh-cn", "zh-cn"),
 }
@@ -118,9 +118,9 @@ def debian_faq(root: Path | None = None, lang: str = "en") -> FaqDataset:
     ``root`` is the directory holding the ``*.<lang>.html`` chapter pages
     (default: where the Debian package installs them).
     """
-    if lang not in _FAQ_LANGS:
-        raise NotImplementedError(f"Debian FAQ language {lang!r}: supported {sorted(_FAQ_LANGS)}")
-    package, default_dir, suffix = _FAQ_LANGS[lang]
+    if lang not in FAQ_LANGS:
+        raise NotImplementedError(f"Debian FAQ language {lang!r}: supported {sorted(FAQ_LANGS)}")
+    package, default_dir, suffix = FAQ_LANGS[lang]
     base = Path(root) if root is not None else default_dir
     # index.<lang>.html is the title page + whole-book TOC, not a chapter.
     pages = sorted(p for p in base.glob(f"*.{suffix}.html") if not p.name.startswith("index."))
@@ -227,6 +227,15 @@ def write_jsonl(docs: Iterable[dict], path: str | Path) -> Path:
         for doc in docs:
             f.write(json.dumps(doc, ensure_ascii=False) + "\n")
     return path
+
+
+def write_faq(out: Path, lang: str = "en") -> tuple[Path, Path]:
+    """The FAQ as files for `mmsearch index` and `mmsearch eval`: OUT/debian-faq.LANG.jsonl and
+    OUT/debian-faq.LANG.queries.jsonl. Section ids are the same in every language, so one
+    language's queries judge another's collection: a cross-lingual evaluation."""
+    dataset = debian_faq(lang=lang)
+    return (write_jsonl(dataset.documents, Path(out) / f"debian-faq.{lang}.jsonl"),
+            write_jsonl(dataset.queries, Path(out) / f"debian-faq.{lang}.queries.jsonl"))
 
 
 # Photographs that ship inside the scikit-image wheel (no download), for the image demo.

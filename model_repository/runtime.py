@@ -19,3 +19,10 @@ class ModelArgs:
     def parameter(self, key: str, default: str | None = None) -> str | None:
         entry = self.config.get("parameters", {}).get(key)
         return entry["string_value"] if entry else default
+
+
+def decode_text(value) -> str:
+    """A BYTES tensor element as text; invalid UTF-8 is replaced rather than failing the batch."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)

@@ -1,7 +1,9 @@
 """Triton python model: an ONNX encoder run by onnxruntime (for servers without that backend).
 
-Rendered as `text_encoder` (and the CLIP encoders); `model.onnx` sits next to this file.
-Inputs and outputs are whatever the ONNX graph declares.
+Rendered as `text_encoder` (and the CLIP encoders), or as a whole `*_embed` model for a graph
+that tokenizes itself (TEXT in, EMBEDDING out); `model.onnx` sits next to this file.
+Inputs and outputs are whatever the ONNX graph declares; TEXT arrives as UTF-8 bytes, which
+onnxruntime takes for a string tensor as they are.
 """
 
 import triton_python_backend_utils as pb_utils
@@ -19,6 +21,7 @@ class TritonPythonModel:
             device=device,
             device_id=model.device_id,
             intra_op_threads=int(model.parameter("intra_op_threads", "0")),
+            custom_op_library=model.parameter("custom_op_library", ""),
         )
         self.encoder.warmup()
 

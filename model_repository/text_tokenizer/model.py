@@ -7,8 +7,8 @@ dynamic batcher can merge them.
 
 import triton_python_backend_utils as pb_utils
 
-from mmsearch.model_repository.runtime import ModelArgs
-from mmsearch.model_repository.text_tokenizer.tokenization import BatchTokenizer, decode_text
+from mmsearch.model_repository.runtime import ModelArgs, decode_text
+from mmsearch.model_repository.text_tokenizer.tokenization import BatchTokenizer
 
 
 class TritonPythonModel:

@@ -48,10 +48,3 @@ class BatchTokenizer:
             list(texts), truncation=True, max_length=self.max_length, padding=False, return_attention_mask=False
         )
         return pad_batch(encoded["input_ids"], self.pad_id, self.max_length, self.multiple)
-
-
-def decode_text(value) -> str:
-    """A BYTES tensor element as text; invalid UTF-8 is replaced rather than failing the batch."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)

@@ -32,6 +32,13 @@ CONFIGS = {
     ),
     "text_encoder_onnxruntime_cuda_fp16": r.encoder_config("text_encoder", *ENCODER_IO, GPU_TRT),
     "text_embed": r.text_embed_config(TEXT_TOWER, 384, CPU),
+    # --text-onnx: one model whose graph tokenizes itself, its custom ops registered either way
+    "text_embed_onnx_python_cpu": r.encoder_config("multilingual_text_embed", *r.text_embed_io(512), CPU,
+                                                   "onnxruntime-extensions"),
+    "text_embed_onnx_onnxruntime_cpu": r.encoder_config(
+        "multilingual_text_embed", *r.text_embed_io(512), r.ServingOptions(backend="onnxruntime", cores=2),
+        "/opt/ortextensions/lib/libortextensions.so",
+    ),
     "search": r.search_config(CPU),
     "image_preprocess": r.image_preprocess_config((224, 224), CPU),
     "clip_image_embed": r.image_embed_config(512, CPU),
@@ -54,7 +61,7 @@ def test_config_matches_golden_file_and_parses(name):
     "name",
     [
         "text_tokenizer", "text_encoder_python_cpu", "text_encoder_onnxruntime_cpu", "text_embed", "image_preprocess",
-        "clip_image_embed",
+        "clip_image_embed", "text_embed_onnx_python_cpu", "text_embed_onnx_onnxruntime_cpu",
     ],
 )
 def test_models_that_feed_ensembles_take_batches(name):

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from mmsearch.export.text_encoder import default_text_model
-from mmsearch.model_repository.text_tokenizer.tokenization import BatchTokenizer, decode_text, pad_batch, padded_length
+from mmsearch.model_repository.runtime import decode_text
+from mmsearch.model_repository.text_tokenizer.tokenization import BatchTokenizer, pad_batch, padded_length
 
 
 @pytest.mark.parametrize(
