@@ -25,8 +25,10 @@ demo: install
 
 # Debian packages the tests need, as PACKAGE=a file it installs: the FAQ corpus, the UI test's
 # browser, the library perf_analyzer links (for mmsearch bench) and the Debian books that
-# `mmsearch tune --corpus debian-docs` trains on. The Chinese FAQ is the same book, translated.
+# `mmsearch tune --corpus debian-docs` trains on. The Chinese FAQ is the same book, translated;
+# the CJK font lets the UI test's headless chromium draw it.
 TEST_DEB_PACKAGES := debian-faq=/usr/share/doc/debian/FAQ/index.en.html chromium=/usr/bin/chromium \
+	fonts-wqy-microhei=/usr/share/fonts/truetype/wqy/wqy-microhei.ttc \
 	debian-faq-zh-cn=/usr/share/doc/debian/FAQ/zh-cn/index.zh-cn.html \
 	libb64-0d=/usr/lib/x86_64-linux-gnu/libb64.so.0d \
 	debian-reference-en=/usr/share/debian-reference/index.en.html \

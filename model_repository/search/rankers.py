@@ -24,6 +24,13 @@ BM25_B = 0.75
 DEFAULT_LEXICAL_WEIGHT = 0.2
 FUSIONS = ("linear", "rrf")
 _WORD = re.compile(r"\w+")  # str patterns match unicode word characters by default
+# Scripts whose words are not separated by spaces (and Hangul, which Lucene treats alike): Han ideographs
+# (々〆〇, Extension A, the unified block, compatibility ideographs, and planes 2-3, which hold Extensions
+# B onwards), Hiragana, Katakana (with its phonetic extensions and halfwidth forms), Hangul jamo and syllables.
+_CJK = ("\u3005-\u3007\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003ffff"
+        "\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f"
+        "\u1100-\u11ff\u3130-\u318f\ua960-\ua97f\uac00-\ud7ff\uffa0-\uffdc")
+_CJK_RUN = re.compile(f"([{_CJK}]+)")  # a group, so re.split keeps the runs: odd parts are CJK
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,23 @@ def mmr(
 
 
 def tokenize(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+    """Lowercased words; CJK runs inside them become overlapping character bigrams (a lone character stays).
+
+    Chinese and Japanese put no spaces between words, so a whole sentence would be one word that matches
+    nothing. Bigrams need no segmenter (dictionary, extra dependency) and are the standard CJK practice for
+    lexical search (Lucene's CJKBigramFilter): "如何升级Debian" -> 如何, 何升, 升级, debian.
+    """
+    words = _WORD.findall(text.lower())
+    if not _CJK_RUN.search(text):  # the common case: the plain words, without a pass over each
+        return words
+    tokens = []
+    for word in words:
+        for i, part in enumerate(_CJK_RUN.split(word)):
+            if i % 2:
+                tokens += [part[j:j + 2] for j in range(max(1, len(part) - 1))]
+            elif part:
+                tokens.append(part)
+    return tokens
 
 
 def bm25_scores(query_text: str, texts: Sequence[str]) -> np.ndarray:

@@ -38,3 +38,16 @@ def test_demo_with_a_clip_checkpoint_indexes_and_searches_photos(tmp_path, expor
     assert "3 hits for 'a cat' in photos" in out
     assert "image -> image with astronaut.png:" in out
     assert "1. 1.000  [astronaut.png] astronaut.png" in out  # the query photo finds itself first
+
+
+def test_demo_in_chinese_indexes_the_chinese_faq_with_the_multilingual_encoder(tmp_path, exported_repository, cli):
+    repository = tmp_path / "repository"
+    shutil.copytree(exported_repository, repository)
+    out = run_demo(cli, tmp_path, repository, "--lang", "zh", "--clip-model", str(tmp_path / "no-clip")).stdout
+    assert "wrapping ONNX text encoder use-multilingual as multilingual_text_embed" in out
+    assert "indexed 147 documents into 'debian_faq_zh'" in out
+    assert "3 hits for '如何升级我的 Debian 系统？' in debian_faq_zh" in out
+    # the Chinese headings of the top hits are printed as they are, e.g. "[faq-9.1.1] aptitude"
+    assert re.search(r"^  1\. 0\.\d{3}  \[faq-[\d.]+\] .*[\u4e00-\u9fff]", out, re.M)
+    assert "3 hits for 'How do I upgrade my system?' in debian_faq_zh" in out  # English query, Chinese answers
+    assert out.rstrip().endswith("stopping tritonserver")

@@ -26,6 +26,21 @@ def test_valid_filters_become_canonical_expressions(text, expected):
 
 
 @pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('chapter == "基本定义"', 'chapter == "基本定义"'),
+        ("chapter in ['第一章', '基本定义'] and category != 'ＦＡＱ'",
+         '(chapter in ["第一章", "基本定义"] and category != "ＦＡＱ")'),
+        ("chapter == '说\"你好\"'", 'chapter == "说\\"你好\\""'),  # the quote escaped, the rest as typed
+        (r'chapter == "\u57fa\u672c"', 'chapter == "基本"'),  # an escape is decoded, written as the character
+        ('chapter\u3000==\u3000"第一章"\u3000', 'chapter == "第一章"'),  # ideographic spaces separate like spaces
+    ],
+)
+def test_non_ascii_values_reach_the_expression_intact(text, expected):
+    assert compile_filter(text, FIELDS) == expected
+
+
+@pytest.mark.parametrize(
     "text, message",
     [
         ('category == "a") or (1 == 1', "unexpected '\\)' after a complete filter"),
@@ -57,14 +72,17 @@ def test_compiled_filters_run_on_milvus_lite(tmp_path):
     store.ensure_collection("c", CollectionInfo(dim=2))
     docs = [
         {"id": str(i), "category": c, "year": y}
-        for i, (c, y) in enumerate([("install", 2019), ("install", 2021), ('say "hi"', 2022)])
+        for i, (c, y) in enumerate([("install", 2019), ("install", 2021), ('say "hi"', 2022), ("基本定义", 2023),
+                                    ('说"你好"', 2024)])
     ]
-    store.upsert("c", [d["id"] for d in docs], np.eye(3, 2, dtype=np.float32) + 0.1, docs, skip=set())
+    store.upsert("c", [d["id"] for d in docs], np.eye(5, 2, dtype=np.float32) + 0.1, docs, skip=set())
     store.flush("c")
     for text, ids in [
         ('category == "install" and year > 2020', {"1"}),
         ("category == 'say \"hi\"'", {"2"}),
         ("year in [2019, 2022]", {"0", "2"}),
+        ('category == "基本定义"', {"3"}),
+        ("category in ['基本定义', '说\"你好\"']", {"3", "4"}),
     ]:
         hits = store.search(
             "c", np.array([1.0, 0.0], dtype=np.float32), 10, filter=compile_filter(text, {"category", "year"})

@@ -79,6 +79,30 @@ def test_tokenize_lowercases_unicode_words():
     assert tokenize("Hello, Café-au-lait! NAÏVE 42") == ["hello", "café", "au", "lait", "naïve", "42"]
 
 
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("如何安装软件包。", ["如何", "何安", "安装", "装软", "软件", "件包"]),  # overlapping bigrams, no punctuation
+        ("如何升级Debian系统？", ["如何", "何升", "升级", "debian", "系统"]),
+        ("用apt-get安装Python 3包", ["用", "apt", "get", "安装", "python", "3", "包"]),  # lone characters stay
+        ("東京タワーへ行く", ["東京", "京タ", "タワ", "ワー", "ーへ", "へ行", "行く"]),  # kanji and kana run on
+        ("한국어 검색", ["한국", "국어", "검색"]),
+    ],
+    ids=["chinese", "mixed", "single-characters", "japanese", "korean"],
+)
+def test_tokenize_splits_cjk_runs_into_bigrams_and_keeps_other_words_whole(text, expected):
+    assert tokenize(text) == expected
+
+
+def test_bm25_matches_chinese_text_without_spaces():
+    # Each text is one space-less run: as whole words, nothing but identical sentences would ever match.
+    texts = ["安装软件包需要管理员权限。", "系统日志保存在这个目录里。", "升级系统之前请先备份数据。", "How to upgrade"]
+    scores = bm25_scores("如何升级系统", texts)  # 如何 何升 升级 级系 系统
+    assert scores[2] > scores[1] > 0  # shares 升级 级系 系统, then 系统 alone
+    assert scores[0] == scores[3] == 0
+    assert ids(hybrid("如何升级系统", [Candidate(str(i), 0.5, text=t) for i, t in enumerate(texts)], 2)) == ["2", "1"]
+
+
 def test_bm25_matches_hand_computed_values():
     texts = ["the cat sat", "the dog", "Cat cat dog bird"]
     # N=3, avgdl=3. idf(cat)=ln(1+1.5/2.5)=ln 1.6, idf(bird)=ln(1+2.5/1.5)=ln(8/3).

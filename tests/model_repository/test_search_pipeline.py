@@ -6,7 +6,7 @@ import weakref
 import numpy as np
 import pytest
 
-from mmsearch.model_repository.contract import CollectionInfo
+from mmsearch.model_repository.contract import MAX_QUERY_CHARS, CollectionInfo
 from mmsearch.model_repository.search.experiments import ConfigError, parse_config
 from mmsearch.model_repository.search.layers import arm_validator
 from mmsearch.model_repository.search.request import SearchError, SearchRequest
@@ -128,6 +128,17 @@ def test_hit_without_document_is_returned_with_null_document():
 def test_bad_requests_raise_search_error_with_a_clear_message(overrides, message):
     with pytest.raises(SearchError, match=message):
         make_searcher().search(request(**overrides))
+
+
+def test_query_limit_counts_characters_not_utf8_bytes():
+    at_limit = "检" * MAX_QUERY_CHARS  # 3 UTF-8 bytes each
+    assert len(at_limit.encode("utf-8")) == 3 * MAX_QUERY_CHARS
+    accepted = SearchRequest.from_wire(at_limit.encode("utf-8"), b"docs", 10)  # as the wire brings it: bytes
+    assert make_searcher().search(accepted)["query"] == at_limit
+    too_long = SearchRequest.from_wire((at_limit + "检").encode("utf-8"), b"docs", 10)
+    message = f"QUERY is {MAX_QUERY_CHARS + 1} characters long; the limit is {MAX_QUERY_CHARS}$"
+    with pytest.raises(SearchError, match=message):
+        make_searcher().search(too_long)
 
 
 def test_a_store_that_is_down_is_unavailable_and_the_connection_is_reopened():

@@ -46,7 +46,8 @@ def raw_result(page: AppTest) -> dict:
 def test_controls_list_what_the_server_has(page, ui_server):
     catalog = {c["name"]: c for c in SearchClient(ui_server["url"]).catalog()}
     collection = page.selectbox(key="collection")
-    assert collection.options == ["debian_faq (text, 147) · scene faq", "photos (image, 16)"]
+    assert collection.options == [
+        "debian_faq (text, 147) · scene faq", "debian_faq_zh (text, 147)", "photos (image, 16)"]
     assert page.sidebar.success[0].value == f"Triton ready at {ui_server['url']} (grpc)"
     assert any(e.label == "Models: 10 of 10 loaded" for e in page.sidebar.expander)
     sizes = page.sidebar.dataframe[-1].value
@@ -86,6 +87,21 @@ def test_text_search_shows_cards_with_the_expected_top_hit(page, ui_server):
     # the debug panel: arms, stage timings and how the answer was made
     assert set(shown["timings_ms"]) == {"embed", "match", "rank", "summary", "total"}
     assert shown["debug"]["query_model"] == "text_embed"
+
+
+def test_chinese_documents_are_shown_as_they_are_stored(page, ui_server):
+    from mmsearch.client.display import describe_document
+
+    page.selectbox(key="collection").set_value(ui_server["zh_collection"]).run()
+    search(page, "如何升级我的 Debian 系统？")
+    assert not page.error
+    hits = raw_result(page)["hits"]
+    markdown = texts(page.markdown)
+    titles = [m for m in markdown if re.match(r"\*\*\d+\. ", m)]
+    assert titles == [f"**{i}. {h['document']['question']}**" for i, h in enumerate(hits, start=1)]
+    assert any("Debian" in t and re.search(r"[\u4e00-\u9fff]", t) for t in titles)
+    for hit in hits:  # snippets: the stored answer's first characters, cut on a character
+        assert describe_document(hit["document"], 240)[1] in markdown
 
 
 def test_top_k_user_id_forced_arm_and_filter_reach_the_server(page, ui_server):

@@ -106,6 +106,23 @@ def test_a_query_shows_the_expected_top_hit(browser, page_url, ui_server, viewpo
     page.close()
 
 
+def test_chinese_results_render(browser, page_url, ui_server, tmp_path):
+    """Chinese titles and snippets reach the browser as text (the screenshot shows the glyphs:
+    `make test` installs a CJK font, fonts-wqy-microhei, for this headless chromium)."""
+    from mmsearch.client.search_client import SearchClient
+
+    collection, query = ui_server["zh_collection"], "如何升级我的 Debian 系统？"
+    top = SearchClient(ui_server["url"]).search(query, collection, 1)["hits"][0]["document"]
+    page = open_page(browser, page_url, WIDE)
+    page.get_by_test_id("stSelectbox").filter(has_text="Collection").click()
+    page.get_by_role("option", name=f"{collection} (text, 147)").click()
+    search(page, query)
+    page.get_by_text(f"1. {top['question']}", exact=True).wait_for()
+    page.get_by_text(top["answer"][:40], exact=False).first.wait_for()
+    screenshot(page, tmp_path / "chinese-search-1280x800.png", WIDE)
+    page.close()
+
+
 def test_image_search_grid_and_upload(browser, page_url, ui_server, tmp_path):
     page = open_page(browser, page_url, WIDE)
     page.get_by_test_id("stSelectbox").filter(has_text="Collection").click()
