@@ -101,7 +101,8 @@ def text_input(graph, path: Path):
     strings = [i for i in graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.STRING]
     if len(graph.input) != 1 or not strings:
         raise ExportError(f"{path} has no text input: --text-onnx takes a graph with its tokenizer inside and one "
-                          f"string input (its inputs: {described}); export token-id encoders with --text-model")
+                          f"input, a string tensor (its inputs: {described}); export token-id encoders with "
+                          "--text-model")
     rank = len(strings[0].type.tensor_type.shape.dim)
     if rank not in (1, 2):
         raise ExportError(f"{path}: text input {strings[0].name} has rank {rank}; expected [batch] or [batch, 1]")
@@ -142,8 +143,8 @@ def open_session(path: Path, library: str, ops: list[str]):
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         if ops and ("implementation" in str(exc) or "not a registered" in str(exc)):
-            provider = f"custom-op library {library}" if library else "no custom-op library"
-            raise ExportError(f"the graph uses custom ops {', '.join(ops)}, which {provider} provides: "
+            provider = f"custom-op library {library} does not provide" if library else "no library provides"
+            raise ExportError(f"the graph uses custom ops {', '.join(ops)}, which {provider}: "
                               f"{_first_line(exc)}") from exc
         raise ExportError(f"onnxruntime cannot load {path}: {_first_line(exc)}") from exc
 

@@ -101,35 +101,31 @@ def test_chinese_and_cross_lingual_retrieval_beats_minilm(served, faq_files, cli
 
 
 @pytest.fixture(scope="module")
-def brute_force():
-    """Exact top-10 of each Chinese heading over the Chinese answers, from the original ONNX
-    file (not our wrapped copy) run by onnxruntime in this process, one text at a time (the
-    graph's dynamic quantization makes a batched text's vector depend on its batch-mates)."""
+def use_in_process():
+    """The original ONNX file (not our wrapped copy) run by onnxruntime in this process, one text
+    at a time (the graph's dynamic quantization makes a batched text's vector depend on its
+    batch-mates)."""
     import onnxruntime as ort
 
-    dataset = debian_faq(lang="zh")
     session = ort.InferenceSession(str(use_multilingual_path()), session_options(1, ORT_EXTENSIONS))
+    return lambda texts: np.concatenate([session.run(None, {"inputs": np.array([t], dtype=object)})[0] for t in texts])
 
-    def encode(texts: list[str]) -> np.ndarray:
-        return np.concatenate([session.run(None, {"inputs": np.array([text], dtype=object)})[0] for text in texts])
 
-    ids = [doc["id"] for doc in dataset.documents]
-    scores = encode([q["query"] for q in dataset.queries]) @ encode([d["answer"] for d in dataset.documents]).T
+@pytest.mark.parametrize("query_lang, doc_lang", [("zh", "zh"), ("zh", "en"), ("en", "en")])
+def test_served_top10_equals_onnxruntime_brute_force(served, use_in_process, query_lang, doc_lang):
+    queries, documents = debian_faq(lang=query_lang).queries, debian_faq(lang=doc_lang).documents
+    ids = [doc["id"] for doc in documents]
+    scores = use_in_process([q["query"] for q in queries]) @ use_in_process([d["answer"] for d in documents]).T
     top = np.argsort(-scores, axis=1, kind="stable")[:, :TOP_K]
-    return dataset, {q["query"]: [(ids[j], float(scores[i, j])) for j in top[i]] for i, q in enumerate(dataset.queries)}
-
-
-def test_served_top10_equals_onnxruntime_brute_force(served, brute_force):
-    dataset, expected = brute_force
     client = SearchClient(served["url"], "grpc")
     worst = 0.0
-    for query in dataset.queries:
-        hits = client.search(query["query"], "faq_zh_use", TOP_K)["hits"]
-        want = expected[query["query"]]
-        assert [hit["id"] for hit in hits] == [e[0] for e in want], query["query"]
-        worst = max(worst, *(abs(hit["score"] - e[1]) for hit, e in zip(hits, want, strict=True)))
+    for i, query in enumerate(queries):
+        hits = client.search(query["query"], f"faq_{doc_lang}_use", TOP_K)["hits"]
+        assert [hit["id"] for hit in hits] == [ids[j] for j in top[i]], query["query"]
+        worst = max(worst, *(abs(hit["score"] - scores[i, j]) for hit, j in zip(hits, top[i], strict=True)))
         assert all(hit["document"]["id"] == hit["id"] for hit in hits)
-    print(f"\n{len(dataset.queries)} Chinese queries: served top-10 ids identical, max |score diff| {worst:.2e}")
+    print(f"\n{query_lang}->{doc_lang}: {len(queries)} queries, served top-10 ids identical, "
+          f"max |score diff| {worst:.2e}")
     assert worst <= 1e-3
 
 
