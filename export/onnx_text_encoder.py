@@ -46,6 +46,9 @@ NORM_TOLERANCE = 1e-3
 # moves a component by about 1e-7; per-batch quantization scales move it by 1e-3 to 1e-2.
 BATCH_TOLERANCE = 1e-5
 _WRAP = "mmsearch_"  # prefix of the names the wrapper adds to the graph
+# Names only a Python extension module has (.cpython-311-x86_64-linux-gnu.so, .abi3.so): the
+# bare ".so" in EXTENSION_SUFFIXES is every shared library's, a standalone build's too.
+PYTHON_EXTENSION_SUFFIXES = tuple(suffix for suffix in importlib.machinery.EXTENSION_SUFFIXES if suffix != ".so")
 
 
 @dataclass
@@ -124,7 +127,7 @@ def choose_library(ops: list[str], library: str | None, backend: str) -> str:
                               "them in tritonserver itself: pass --custom-op-library with a standalone build of the "
                               "library at the path the server has it (onnxruntime-extensions' pip library needs a "
                               "Python interpreter), or use --backend python")
-        if library.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
+        if library.endswith(PYTHON_EXTENSION_SUFFIXES):
             raise ExportError(f"--custom-op-library {library} is a Python extension module, which tritonserver "
                               "cannot load: give a standalone build, or use --backend python")
     return library or ORT_EXTENSIONS

@@ -168,6 +168,24 @@ def test_the_native_backend_needs_a_standalone_library(tmp_path):
              custom_op_library=onnxruntime_extensions.get_library_path())
 
 
+def test_the_native_backend_records_a_standalone_library_in_model_operations(tmp_path):
+    """A library named like any shared library is taken, and tritonserver is told to load it.
+    (Here the pip library under a standalone name stands in for a real standalone build, which
+    these machines do not have: only the name decides, and export's own check runs in Python.)"""
+    import shutil
+
+    import onnxruntime_extensions
+
+    library = tmp_path / "libortextensions.so"
+    shutil.copy(onnxruntime_extensions.get_library_path(), library)
+    repo = tmp_path / "repository"
+    export_repository(ExportOptions(repo, text_onnx=ote.USE_MULTILINGUAL, name="multilingual_text_embed",
+                                    backend="onnxruntime", custom_op_library=str(library)))
+    config = (repo / "multilingual_text_embed" / "config.pbtxt").read_text()
+    assert f'model_operations {{\n  op_library_filename: "{library}"\n}}' in config
+    assert 'backend: "onnxruntime"' in config and not (repo / "multilingual_text_embed" / "1" / "model.py").exists()
+
+
 def test_text_model_and_text_onnx_are_exclusive(tmp_path):
     _refused(tmp_path, "not both", text_onnx=ote.USE_MULTILINGUAL, text_model="x")
     _refused(tmp_path, "--custom-op-library is for", custom_op_library="/x.so")
