@@ -141,19 +141,15 @@ def open_session(path: Path, library: str, ops: list[str]):
     except CustomOpLibraryError as exc:
         raise ExportError(str(exc)) from exc
     except Exception as exc:  # register_custom_ops_library: not a library, or not one for onnxruntime
-        raise ExportError(f"could not load custom-op library {library}: {_first_line(exc)}") from exc
+        raise ExportError(f"could not load custom-op library {library}: {steps.first_line(exc)}") from exc
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         if ops and ("implementation" in str(exc) or "not a registered" in str(exc)):
             provider = f"custom-op library {library} does not provide" if library else "no library provides"
             raise ExportError(f"the graph uses custom ops {', '.join(ops)}, which {provider}: "
-                              f"{_first_line(exc)}") from exc
-        raise ExportError(f"onnxruntime cannot load {path}: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                              f"{steps.first_line(exc)}") from exc
+        raise ExportError(f"onnxruntime cannot load {path}: {steps.first_line(exc)}") from exc
 
 
 def _run(session, sentences: list[str], rank: int) -> np.ndarray:

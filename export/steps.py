@@ -96,12 +96,16 @@ def hub_unreachable(exc: BaseException) -> bool:
     return "couldn't connect to" in str(exc).lower()
 
 
+def first_line(exc: BaseException) -> str:
+    """An error's first line (library errors run to pages), or its type where it has no message."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def load_failure(exc: Exception, name_or_path: str, what: str, unreachable_message: str) -> ExportError:
     """One line that says why `name_or_path` did not load: the hub, or the model's own error."""
     if hub_unreachable(exc):
         return ExportError(unreachable_message)
-    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return ExportError(f"could not load {what} {name_or_path!r}: {first_line}")
+    return ExportError(f"could not load {what} {name_or_path!r}: {first_line(exc)}")
 
 
 class ExportRecord:

@@ -114,9 +114,10 @@ def test_unnormalised_output_is_normalised_in_the_wrapper(tmp_path, input_shape)
     exported = ote.export_onnx_text_encoder(model, tmp_path / "out")
     assert exported.normalised_by_wrapper and exported.embedding_dim == 3 and exported.custom_op_library == ""
     assert not exported.one_text_at_a_time and exported.batch_drift == 0.0
-    vectors = embed(OnnxEncoder(exported.onnx_path), ["a", "b", ""])
+    encoder = OnnxEncoder(exported.onnx_path)
+    vectors = embed(encoder, ["a", "b", ""])
     np.testing.assert_allclose(vectors, np.tile([[1 / 3, 2 / 3, 2 / 3]], (3, 1)), atol=1e-6)
-    signature = OnnxEncoder(exported.onnx_path).session
+    signature = encoder.session
     assert [(i.name, i.type, i.shape) for i in signature.get_inputs()] == [("TEXT", "tensor(string)", ["batch", 1])]
     assert [(o.name, o.shape) for o in signature.get_outputs()] == [("EMBEDDING", ["batch", 3])]
 
