@@ -80,14 +80,14 @@ def search(page, query: str) -> None:
     box.press("Enter")
 
 
-def shows(page, text: str, exact: bool = True) -> None:
-    """Wait for text on the page; if it never comes, fail with what the page shows instead."""
+def shows(locator) -> None:
+    """Wait for `locator`; if it never comes, fail with what the page shows instead."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     try:
-        page.get_by_text(text, exact=exact).first.wait_for()
+        locator.wait_for()
     except PlaywrightTimeout:
-        pytest.fail(f"the page never showed {text!r}; it shows:\n{page.inner_text('body')[:3000]}")
+        pytest.fail(f"the page never showed {locator}; it shows:\n{locator.page.inner_text('body')[:3000]}")
 
 
 def screenshot(page, path: Path, viewport) -> Path:
@@ -103,8 +103,8 @@ def test_a_query_shows_the_expected_top_hit(browser, page_url, ui_server, viewpo
     page = open_page(browser, page_url, viewport)
     search(page, ui_server["query"])
     top_id, top_title = ui_server["top_hit"]
-    shows(page, f"1. {top_title}")
-    shows(page, f"id {top_id}", exact=False)
+    shows(page.get_by_text(f"1. {top_title}", exact=True))
+    shows(page.get_by_text(f"id {top_id}", exact=False).first)
     query_box = page.get_by_role("textbox", name="Query").bounding_box()
     collection = page.get_by_text("Collection", exact=True).bounding_box()
     if viewport == WIDE:  # query, collection and top-k share a row; the sidebar is open
@@ -131,8 +131,8 @@ def test_chinese_results_render(browser, page_url, ui_server, tmp_path):
     page.get_by_test_id("stSelectbox").filter(has_text="Collection").click()
     page.get_by_role("option", name=f"{collection} (text, 147)").click()
     search(page, query)
-    shows(page, f"1. {top['question']}")
-    shows(page, top["answer"][:40], exact=False)
+    shows(page.get_by_text(f"1. {top['question']}", exact=True))
+    shows(page.get_by_text(top["answer"][:40], exact=False).first)
     screenshot(page, tmp_path / "chinese-search-1280x800.png", WIDE)
     page.close()
 
@@ -142,11 +142,11 @@ def test_image_search_grid_and_upload(browser, page_url, ui_server, tmp_path):
     page.get_by_test_id("stSelectbox").filter(has_text="Collection").click()
     page.get_by_role("option", name="photos (image, 16)").click()
     search(page, "a cat")
-    shows(page, "10 hits for “a cat” in photos", exact=False)
-    shows(page, "10. ", exact=False)
+    shows(page.get_by_text("10 hits for “a cat” in photos"))
+    shows(page.get_by_text("10. ").first)
     assert page.locator("[data-testid=stMain] img").count() == 10
     screenshot(page, tmp_path / "image-search-1280x800.png", WIDE)
     page.locator("input[type=file]").set_input_files(str(ui_server["photos"] / "astronaut.png"))
-    shows(page, "1. astronaut.png · 1.000", exact=False)
+    shows(page.get_by_text("1. astronaut.png · 1.000"))
     screenshot(page, tmp_path / "image-to-image-1280x800.png", WIDE)
     page.close()
