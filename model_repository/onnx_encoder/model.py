@@ -3,7 +3,7 @@
 Rendered as `text_encoder` (and the CLIP encoders), or as a whole `*_embed` model for a graph
 that tokenizes itself (TEXT in, EMBEDDING out); `model.onnx` sits next to this file.
 Inputs and outputs are whatever the ONNX graph declares; TEXT arrives as UTF-8 bytes, which
-onnxruntime takes for a string tensor as they are.
+the runner decodes to str (onnxruntime would read a bytes element as its repr).
 """
 
 import triton_python_backend_utils as pb_utils
